@@ -1,0 +1,76 @@
+"""Command line: ``smarty-emulator serve`` (and ``python -m emulator``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from emulator.settings import SETTINGS, Settings, SettingsError
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    for setting in SETTINGS:
+        parser.add_argument(
+            setting.flag,
+            dest=setting.name,
+            default=None,
+            metavar=setting.name.upper(),
+            help=f"{setting.help} [env {setting.env}, default {setting.default!s}]",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smarty-emulator", description="Offline emulator of the Smarty persons API.")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="Serve the API (the default command).")
+    _add_setting_flags(serve)
+    serve.add_argument("--workers", type=int, default=None, help="Worker processes [env SMARTY_WORKERS, default 1].")
+    commands.add_parser("settings", help="Print the settings table (Markdown).")
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides = {s.name: getattr(args, s.name, None) for s in SETTINGS}
+    return Settings.from_sources(os.environ, overrides)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = load_settings(args)
+    # Workers are separate processes: hand them the settings through the environment.
+    for setting in SETTINGS:
+        os.environ[setting.env] = str(settings.values[setting.name])
+    workers = args.workers if args.workers is not None else int(os.environ.get("SMARTY_WORKERS", "1"))
+    uvicorn.run(
+        "emulator.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_level=settings.log_level,
+        access_log=False,  # the emulator logs one line per request itself, without the query
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "settings":
+            from emulator.settings import markdown_table
+
+            print(markdown_table())
+            return 0
+        if args.command in (None, "serve"):
+            if args.command is None:
+                args = parser.parse_args(["serve", *(argv or sys.argv[1:])])
+            return serve(args)
+    except SettingsError as exc:
+        print(f"smarty-emulator: {exc}", file=sys.stderr)
+        return 2
+    parser.print_help()
+    return 2

@@ -1,0 +1,41 @@
+"""The running emulator's parts, wired once per process (see :func:`emulator.app.create_app`)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from emulator.face.engine import FaceEngine
+from emulator.observe import Observer
+from emulator.service import PersonsService
+from emulator.settings import Settings, parse_clients
+from emulator.store.sqlite import SqliteStore
+from emulator.wire.auth import TokenDirectory
+
+
+@dataclass
+class Runtime:
+    """Settings (some may change live), the engine, the store and the service."""
+
+    settings: Settings
+    engine: FaceEngine
+    store: SqliteStore
+    service: PersonsService = field(init=False)
+    directory: TokenDirectory = field(init=False)
+    ready: threading.Event = field(default_factory=threading.Event)
+    observers: list[Observer] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.service = PersonsService(self.engine, self.store, lambda: self.settings)
+        self.directory = TokenDirectory(parse_clients(self.settings.clients))
+
+    def start(self) -> None:
+        """Open and migrate the store, then load and warm the models (blocking)."""
+        self.store.open()
+        self.engine.warm_up()
+        self.ready.set()
+
+    def stop(self) -> None:
+        self.ready.clear()
+        self.service.close()
+        self.store.close()

@@ -1,0 +1,263 @@
+"""The four persons operations over the engine, the index and the store.
+
+Where the emulator knowingly differs from the real service, it says so here:
+
+* Matching: a face matches the person whose best stored embedding has the highest
+  cosine similarity, if that is at or above ``match_threshold``. Other persons at or
+  above the threshold are its ``aliases``, best first.
+* ``create_new``: the new person's id is one more than the largest id in the space (so
+  after deleting the largest person, its id is given again; truncate restarts at 1).
+* ``update_embedding`` (the real service's rule is not documented): a matched face is
+  stored as a *learned* embedding of that person, unless it is a near-duplicate
+  (cosine >= ``NEAR_DUPLICATE``) of what the person already has. A person keeps at most
+  ``learned_per_person`` learned embeddings, the oldest replaced first; photos from
+  ``set`` are never replaced. Learning therefore only ever adds ways to match a person.
+* ``aliases_changed`` is true when recognize reported a pair of persons as aliases that
+  had not been reported as aliases before in that space (pairs are forgotten when either
+  person is deleted, and on truncate).
+* ``similarity`` for ``undefined`` is the best candidate's cosine similarity (0 in an
+  empty space), clipped to 0..1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from emulator import errors
+from emulator.attributes import synthetic_attributes
+from emulator.errors import ObjectError
+from emulator.face.decode import ImageError
+from emulator.face.engine import Face, FaceEngine
+from emulator.index import IndexCache, SpaceIndex
+from emulator.settings import Settings
+from emulator.store.sqlite import FaceRow, SpaceWriter, SqliteStore, WriteDelta
+from emulator.types import (
+    ClientId,
+    DeleteRequest,
+    ImageInput,
+    ObjectResult,
+    PersonResult,
+    RecognizeRequest,
+    RecognizeResult,
+    SetRequest,
+    SpaceKey,
+    TruncateRequest,
+)
+
+NEAR_DUPLICATE = 0.985
+UNDEFINED = "undefined"
+
+
+def tag(person_id: int) -> str:
+    return f"person{person_id}"
+
+
+def space_full_message(limit: int) -> str:
+    return f"space is full: it holds {limit} faces, the limit is {limit}"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """An image after detection: its faces, or the error for its object."""
+
+    image: ImageInput
+    faces: tuple[Face, ...] = ()
+    error: ObjectError | None = None
+
+
+class PersonsService:
+    """set, recognize, delete and truncate. Methods are blocking: call them off the event loop."""
+
+    def __init__(self, engine: FaceEngine, store: SqliteStore, settings: Callable[[], Settings]) -> None:
+        self.engine = engine
+        self.store = store
+        self.index = IndexCache(store)
+        self._settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="analyze")
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- images ------------------------------------------------------------------------
+
+    def _analyze_one(self, image: ImageInput) -> Analysis:
+        if image.data is None:
+            limit = self.settings.max_image_bytes
+            return Analysis(
+                image, error=ObjectError(f"image is too large: {image.size} bytes, the limit is {limit} bytes")
+            )
+        try:
+            return Analysis(image, faces=tuple(self.engine.analyze(image.data)))
+        except ImageError as exc:
+            return Analysis(image, error=ObjectError(exc.message))
+
+    def analyze(self, images: Sequence[ImageInput]) -> list[Analysis]:
+        """Detect and embed the faces of every image, spread over the cores."""
+        if len(images) == 1:
+            return [self._analyze_one(images[0])]
+        return list(self._pool.map(self._analyze_one, images))
+
+    # --- set ---------------------------------------------------------------------------
+
+    def set(self, client: ClientId, request: SetRequest) -> list[ObjectResult]:
+        key = SpaceKey(client, request.space)
+        analyses = self.analyze(request.images)
+        results: list[ObjectResult] = []
+        with self.store.write(key) as writer:
+            count = writer.count_faces()
+            limit = self.settings.max_faces_per_space
+            for analysis in analyses:
+                name = analysis.image.name
+                if analysis.error is not None:
+                    results.append(ObjectResult(name, analysis.error.status, analysis.error.message))
+                elif len(analysis.faces) != 1:
+                    results.append(ObjectResult(name, 1, errors.ONE_FACE_REQUIRED))
+                elif count >= limit:
+                    results.append(ObjectResult(name, 1, space_full_message(limit)))
+                else:
+                    face = analysis.faces[0]
+                    person_id = analysis.image.person_id
+                    assert person_id is not None
+                    writer.add_face(person_id, face.embedding, "set", _face_meta(analysis.image, face))
+                    count += 1
+                    results.append(ObjectResult(name))
+        self.index.apply(writer.delta)
+        return results
+
+    # --- recognize ---------------------------------------------------------------------
+
+    def recognize(self, client: ClientId, request: RecognizeRequest) -> RecognizeResult:
+        key = SpaceKey(client, request.space)
+        analyses = self.analyze(request.images)
+        may_write = request.create_new or request.update_embedding
+        if not may_write:
+            matcher = _Matcher(self, self.index.get(key), None, request)
+            return RecognizeResult(tuple(matcher.run(analyses)), False)
+        with self.store.write(key) as writer:
+            # Inside the write transaction the index is current, and stays ours until commit:
+            # two requests can never hand out the same new id, nor create one face twice.
+            matcher = _Matcher(self, self.index.get(key), writer, request)
+            objects = tuple(matcher.run(analyses))
+        self.index.apply(writer.delta)
+        return RecognizeResult(objects, writer.aliases_changed)
+
+    # --- delete, truncate --------------------------------------------------------------
+
+    def delete(self, client: ClientId, request: DeleteRequest) -> list[ObjectResult]:
+        key = SpaceKey(client, request.space)
+        with self.store.write(key) as writer:
+            for _, person_id in request.entries:
+                writer.delete_person(person_id)
+        self.index.apply(writer.delta)
+        return [ObjectResult(name) for name, _ in request.entries]
+
+    def truncate(self, client: ClientId, request: TruncateRequest) -> None:
+        key = SpaceKey(client, request.space)
+        with self.store.write(key) as writer:
+            writer.truncate()
+        self.index.apply(writer.delta)
+
+
+def _face_meta(image: ImageInput, face: Face) -> dict[str, object]:
+    return {
+        "name": image.name,
+        "sha256": hashlib.sha256(image.data or b"").hexdigest(),
+        "coord": list(face.box),
+    }
+
+
+class _Matcher:
+    """Matches the faces of one recognize request, in order, against a running index."""
+
+    def __init__(
+        self, service: PersonsService, index: SpaceIndex, writer: SpaceWriter | None, request: RecognizeRequest
+    ) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.index = index
+        self.writer = writer
+        self.request = request
+
+    def run(self, analyses: Sequence[Analysis]) -> list[ObjectResult]:
+        results = []
+        for analysis in analyses:
+            name = analysis.image.name
+            if analysis.error is not None:
+                results.append(ObjectResult(name, analysis.error.status, analysis.error.message))
+                continue
+            try:
+                persons = tuple(self.match(analysis.image, face) for face in analysis.faces)
+            except ObjectError as exc:
+                results.append(ObjectResult(name, exc.status, exc.message))
+                continue
+            results.append(ObjectResult(name, persons=persons or None))
+        return results
+
+    def _add(self, person_id: int, face: Face, kind: str, image: ImageInput) -> None:
+        assert self.writer is not None
+        face_id = self.writer.add_face(person_id, face.embedding, kind, _face_meta(image, face))
+        step = WriteDelta(self.writer.key, self.index.generation, self.index.generation)
+        step.added.append(FaceRow(face_id, person_id, face.embedding))
+        if kind == "learned":
+            step.removed_face_ids.update(
+                self._removed_by(lambda: self.writer.trim_learned(person_id, self.settings.learned_per_person))
+            )
+        self.index = self.index.apply(step)
+
+    def _removed_by(self, operation: Callable[[], int]) -> set[int]:
+        assert self.writer is not None
+        before = set(self.writer.delta.removed_face_ids)
+        operation()
+        return self.writer.delta.removed_face_ids - before
+
+    def match(self, image: ImageInput, face: Face) -> PersonResult:
+        threshold = self.settings.match_threshold
+        candidates = self.index.search(face.embedding)
+        above = candidates.scores >= threshold
+        best = candidates.best
+        if best is not None and above[0]:
+            person_id, score = best
+            alias_ids = [int(p) for p in candidates.person_ids[1:][above[1:]]]
+            if self.writer is not None:
+                if alias_ids:
+                    self.writer.record_alias_pairs(person_id, alias_ids)
+                if (
+                    self.request.update_embedding
+                    and score < NEAR_DUPLICATE
+                    and self.settings.learned_per_person > 0
+                    and len(self.index) < self.settings.max_faces_per_space
+                ):
+                    self._add(person_id, face, "learned", image)
+            return self._result(face, tag(person_id), score, tuple(tag(a) for a in alias_ids))
+        if self.request.create_new:
+            limit = self.settings.max_faces_per_space
+            if len(self.index) >= limit:
+                raise ObjectError(space_full_message(limit))
+            new_id = self.index.max_person_id + 1
+            self._add(new_id, face, "created", image)
+            return self._result(face, tag(new_id), 1.0, ())
+        return self._result(face, UNDEFINED, best[1] if best else 0.0, ())
+
+    def _result(self, face: Face, person_tag: str, similarity: float, aliases: tuple[str, ...]) -> PersonResult:
+        attributes = (
+            synthetic_attributes(face.embedding, face.landmarks, face.box) if self.request.searcher == 1 else None
+        )
+        return PersonResult(
+            tag=person_tag,
+            coord=face.box,
+            confidence=face.confidence,
+            awesomeness=face.awesomeness,
+            similarity=float(np.clip(similarity, 0.0, 1.0)),
+            aliases=aliases,
+            attributes=attributes,
+        )

@@ -1,0 +1,232 @@
+"""The settings table: the single source of truth for every setting.
+
+Each :class:`Setting` row feeds the CLI flags (``--match-threshold``), the environment
+variables (``SMARTY_MATCH_THRESHOLD``), validation at startup, and the README's settings
+table (``tests/test_settings.py`` fails when the README and this table disagree).
+Settings are built into one frozen :class:`Settings` object from an injected mapping, so
+tests never need to monkeypatch the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "SMARTY_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    live: bool = False  # may be changed at runtime (admin API)
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, raw: Any) -> Any:
+        """Convert ``raw`` (a string from the environment or CLI, or a typed value) and validate it."""
+        try:
+            value = _CONVERTERS[self.type](raw)
+        except (TypeError, ValueError):
+            kind = {int: "a whole number", float: "a number", bool: "true or false"}.get(self.type, "text")
+            raise SettingsError(f"{self.env}={raw!r}: expected {kind}") from None
+        if self.choices and value not in self.choices:
+            raise SettingsError(f"{self.env}={raw!r}: expected one of {', '.join(self.choices)}")
+        if self.minimum is not None and value < self.minimum:
+            raise SettingsError(f"{self.env}={raw!r}: must be at least {self.minimum:g}")
+        if self.maximum is not None and value > self.maximum:
+            raise SettingsError(f"{self.env}={raw!r}: must be at most {self.maximum:g}")
+        return value
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(raw)
+
+
+def _to_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError(raw)
+    if isinstance(raw, int):
+        return raw
+    return int(str(raw).strip().replace("_", ""))
+
+
+def _to_float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError(raw)
+    return float(str(raw).strip()) if not isinstance(raw, (int, float)) else float(raw)
+
+
+_CONVERTERS: dict[type, Callable[[Any], Any]] = {
+    str: lambda raw: str(raw),
+    int: _to_int,
+    float: _to_float,
+    bool: _to_bool,
+    Path: lambda raw: Path(str(raw)),
+}
+
+MIB = 1024 * 1024
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", str, "127.0.0.1", "Address to listen on."),
+    Setting("port", int, 8080, "Port to listen on.", minimum=0, maximum=65535),
+    Setting("data_dir", Path, Path("data"), "Directory of the SQLite database (created if missing)."),
+    Setting(
+        "match_threshold",
+        float,
+        0.93,
+        "Cosine similarity at or above which a face matches a person (calibrated on `fixtures/`).",
+        minimum=-1.0,
+        maximum=1.0,
+        live=True,
+    ),
+    Setting(
+        "clients",
+        str,
+        "",
+        "Configured clients as `name=token[,token...];name2=token`. Empty: any token is accepted "
+        "and belongs to the client `default`.",
+    ),
+    Setting("max_images", int, 100, "Images per request.", minimum=1, live=True),
+    Setting("max_image_bytes", int, 4 * MIB, "Bytes per image; larger ones get status 1.", minimum=1, live=True),
+    Setting(
+        "max_request_bytes",
+        int,
+        32 * MIB,
+        "Bytes per request body; a larger body is refused with 400 while it streams in.",
+        minimum=1024,
+        live=True,
+    ),
+    Setting("min_image_side", int, 5, "Smallest width and height in pixels.", minimum=1, live=True),
+    Setting("max_image_width", int, 3840, "Largest width in pixels (upright).", minimum=1, live=True),
+    Setting("max_image_height", int, 2160, "Largest height in pixels (upright).", minimum=1, live=True),
+    Setting("max_faces_per_space", int, 75000, "Faces (embeddings) a space may hold.", minimum=1, live=True),
+    Setting(
+        "learned_per_person",
+        int,
+        4,
+        "Embeddings a person may learn from recognize with `update_embedding` (oldest replaced first).",
+        minimum=0,
+    ),
+    Setting(
+        "http_status",
+        str,
+        "always-200",
+        "`always-200`: HTTP 200 for every envelope, as the real service documents; "
+        "`mirror`: the envelope's status (400, 403, 500) is also the HTTP status.",
+        choices=("always-200", "mirror"),
+        live=True,
+    ),
+    Setting(
+        "aliases_changed",
+        str,
+        "when-true",
+        "`when-true`: recognize writes `aliases_changed` only when it is true; `always`: always write it.",
+        choices=("when-true", "always"),
+        live=True,
+    ),
+    Setting(
+        "admin",
+        str,
+        "loopback",
+        "Access to the admin API and page under `/emulator/`: `off`; `loopback` (open to loopback clients, "
+        "and only while the server itself listens on a loopback address); `token` (every call needs "
+        "`Authorization: Bearer <SMARTY_ADMIN_TOKEN>`, from anywhere).",
+        choices=("off", "loopback", "token"),
+    ),
+    Setting("admin_token", str, "", "The admin token for `SMARTY_ADMIN=token`."),
+    Setting("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings, validated. Build with :meth:`from_sources`; change with :meth:`replace`."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def from_sources(cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+        """Defaults, then ``SMARTY_*`` variables from ``env``, then ``overrides`` (CLI flags, tests)."""
+        values: dict[str, Any] = {}
+        env = env or {}
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        unknown = set(overrides) - set(SETTINGS_BY_NAME)
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        for setting in SETTINGS:
+            if setting.name in overrides:
+                values[setting.name] = setting.parse(overrides[setting.name])
+            elif setting.env in env:
+                values[setting.name] = setting.parse(env[setting.env])
+            else:
+                values[setting.name] = setting.default
+        settings = cls(values)
+        parse_clients(settings.clients)  # fail fast on a malformed client list
+        if settings.admin == "token" and not settings.admin_token:
+            raise SettingsError("SMARTY_ADMIN=token needs SMARTY_ADMIN_TOKEN")
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        unknown = set(changes) - set(SETTINGS_BY_NAME)
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values = dict(self.values)
+        for name, raw in changes.items():
+            values[name] = SETTINGS_BY_NAME[name].parse(raw)
+        return dataclasses.replace(self, values=values)
+
+
+def parse_clients(spec: str) -> dict[str, tuple[str, ...]]:
+    """Parse ``name=token[,token];name2=token`` into ``{name: tokens}``."""
+    clients: dict[str, tuple[str, ...]] = {}
+    for entry in filter(None, (part.strip() for part in spec.split(";"))):
+        name, sep, tokens = entry.partition("=")
+        token_list = tuple(t.strip() for t in tokens.split(",") if t.strip())
+        if not sep or not name.strip() or not token_list:
+            raise SettingsError(f"SMARTY_CLIENTS: {entry!r} is not of the form name=token[,token...]")
+        clients[name.strip()] = clients.get(name.strip(), ()) + token_list
+    return clients
+
+
+def markdown_table() -> str:
+    """The README's settings table, generated from :data:`SETTINGS`."""
+    rows = ["| Setting | Flag | Type | Default | Description |", "| --- | --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = "(empty)" if s.default == "" else str(s.default)
+        kind = "one of " + ", ".join(s.choices) if s.choices else s.type.__name__
+        rows.append(f"| `{s.env}` | `{s.flag}` | {kind} | `{default}` | {s.help} |")
+    return "\n".join(rows)

@@ -1,0 +1,313 @@
+"""SQLite store: the one owner of the database.
+
+Every face is one row holding its unit-length float32 embedding. Each (client, space)
+has a generation counter that every write bumps in the same transaction; readers (in
+this process or in other worker processes) compare it to the generation their index was
+built from, so noticing another process's write costs one indexed read.
+
+Durability: WAL journal with ``synchronous=FULL``, so a transaction that committed
+survives ``kill -9`` and power loss, and one that did not commit leaves no trace.
+Writes take ``BEGIN IMMEDIATE``: one writer at a time across all processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emulator.types import ClientId, SpaceKey
+
+EMBEDDING_DIM = 128
+DB_FILENAME = "emulator.sqlite3"
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: faces, spaces with their generation, alias pairs reported by recognize.
+    """
+    CREATE TABLE faces (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        client TEXT NOT NULL,
+        space INTEGER NOT NULL,
+        person_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,              -- set | created | learned | imported
+        embedding BLOB NOT NULL,         -- 128 little-endian float32, unit length
+        created_at REAL NOT NULL,
+        meta TEXT NOT NULL DEFAULT '{}', -- JSON: image name, sha256, coord
+        thumbnail BLOB                   -- small JPEG crop of the face, optional
+    );
+    CREATE INDEX faces_by_person ON faces (client, space, person_id);
+    CREATE TABLE spaces (
+        client TEXT NOT NULL,
+        space INTEGER NOT NULL,
+        generation INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (client, space)
+    );
+    CREATE TABLE alias_pairs (
+        client TEXT NOT NULL,
+        space INTEGER NOT NULL,
+        low INTEGER NOT NULL,
+        high INTEGER NOT NULL,
+        PRIMARY KEY (client, space, low, high)
+    );
+    """,
+)
+
+
+def embedding_to_blob(embedding: np.ndarray) -> bytes:
+    return np.ascontiguousarray(embedding, dtype="<f4").tobytes()
+
+
+def blob_to_embeddings(blobs: Sequence[bytes]) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), EMBEDDING_DIM).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    face_id: int
+    person_id: int
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class SpaceData:
+    """A space's faces as arrays, with the generation they were read at."""
+
+    generation: int
+    face_ids: np.ndarray  # int64 (n,)
+    person_ids: np.ndarray  # int64 (n,)
+    embeddings: np.ndarray  # float32 (n, 128)
+
+
+@dataclass
+class WriteDelta:
+    """What a committed write changed in one space, so an index can follow without reloading."""
+
+    key: SpaceKey
+    old_generation: int
+    new_generation: int
+    added: list[FaceRow] = field(default_factory=list)
+    removed_face_ids: set[int] = field(default_factory=set)
+    cleared: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed_face_ids or self.cleared)
+
+
+class SpaceWriter:
+    """Operations inside one write transaction on one space (see :meth:`SqliteStore.write`)."""
+
+    def __init__(self, conn: sqlite3.Connection, key: SpaceKey, generation: int) -> None:
+        self._conn = conn
+        self.key = key
+        self.generation = generation
+        self.delta = WriteDelta(key, generation, generation)
+        self.aliases_changed = False
+
+    @property
+    def _where(self) -> tuple[str, tuple[Any, ...]]:
+        return "client = ? AND space = ?", (self.key.client, self.key.space)
+
+    def count_faces(self) -> int:
+        where, args = self._where
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM faces WHERE {where}", args).fetchone()[0])
+
+    def max_person_id(self) -> int:
+        where, args = self._where
+        row = self._conn.execute(f"SELECT MAX(person_id) FROM faces WHERE {where}", args).fetchone()
+        return int(row[0] or 0)
+
+    def add_face(
+        self,
+        person_id: int,
+        embedding: np.ndarray,
+        kind: str,
+        meta: dict[str, Any] | None = None,
+        thumbnail: bytes | None = None,
+    ) -> int:
+        cursor = self._conn.execute(
+            "INSERT INTO faces (client, space, person_id, kind, embedding, created_at, meta, thumbnail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.key.client,
+                self.key.space,
+                person_id,
+                kind,
+                embedding_to_blob(embedding),
+                time.time(),
+                json.dumps(meta or {}, ensure_ascii=False),
+                thumbnail,
+            ),
+        )
+        face_id = int(cursor.lastrowid or 0)
+        self.delta.added.append(FaceRow(face_id, person_id, np.asarray(embedding, dtype=np.float32)))
+        return face_id
+
+    def _delete_where(self, clause: str, args: tuple[Any, ...]) -> int:
+        where, base = self._where
+        ids = [r[0] for r in self._conn.execute(f"SELECT id FROM faces WHERE {where} AND {clause}", base + args)]
+        if ids:
+            self._conn.executemany("DELETE FROM faces WHERE id = ?", [(i,) for i in ids])
+            self.delta.removed_face_ids.update(ids)
+        return len(ids)
+
+    def delete_person(self, person_id: int) -> int:
+        removed = self._delete_where("person_id = ?", (person_id,))
+        where, args = self._where
+        self._conn.execute(
+            f"DELETE FROM alias_pairs WHERE {where} AND (low = ? OR high = ?)", args + (person_id, person_id)
+        )
+        return removed
+
+    def trim_learned(self, person_id: int, keep: int) -> int:
+        """Keep only the newest ``keep`` learned embeddings of a person."""
+        return self._delete_where(
+            "person_id = ? AND kind = 'learned' AND id NOT IN ("
+            " SELECT id FROM faces WHERE client = ? AND space = ? AND person_id = ? AND kind = 'learned'"
+            " ORDER BY id DESC LIMIT ?)",
+            (person_id, self.key.client, self.key.space, person_id, keep),
+        )
+
+    def truncate(self) -> int:
+        where, args = self._where
+        removed = self._conn.execute(f"DELETE FROM faces WHERE {where}", args).rowcount
+        self._conn.execute(f"DELETE FROM alias_pairs WHERE {where}", args)
+        self.delta.cleared = True
+        return int(removed)
+
+    def record_alias_pairs(self, person_id: int, aliases: Sequence[int]) -> bool:
+        """Remember that ``person_id`` was reported with ``aliases``; True if any pair is new."""
+        new = False
+        for other in aliases:
+            low, high = sorted((person_id, other))
+            cursor = self._conn.execute(
+                "INSERT OR IGNORE INTO alias_pairs (client, space, low, high) VALUES (?, ?, ?, ?)",
+                (self.key.client, self.key.space, low, high),
+            )
+            new = new or cursor.rowcount > 0
+        if new:
+            self.aliases_changed = True
+        return new
+
+
+class SqliteStore:
+    """Owns the SQLite database: one connection per thread, one writer at a time."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_FILENAME
+        self._local = threading.local()
+        self._write_lock = threading.Lock()  # fewer busy waits between this process's threads
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+
+    def open(self) -> None:
+        """Create the data dir and the database, and migrate it to the current schema."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in filter(None, (s.strip() for s in script.split(";"))):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.ProgrammingError):  # made in another thread
+                    conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA busy_timeout = 30000")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    # --- reads -------------------------------------------------------------------------
+
+    def generation(self, key: SpaceKey) -> int:
+        row = (
+            self._conn()
+            .execute("SELECT generation FROM spaces WHERE client = ? AND space = ?", (key.client, key.space))
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def load_space(self, key: SpaceKey) -> SpaceData:
+        conn = self._conn()
+        own_snapshot = not conn.in_transaction  # inside a write, that transaction is the snapshot
+        if own_snapshot:
+            conn.execute("BEGIN")  # one snapshot for the generation and the rows
+        try:
+            generation = self.generation(key)
+            rows = conn.execute(
+                "SELECT id, person_id, embedding FROM faces WHERE client = ? AND space = ? ORDER BY id",
+                (key.client, key.space),
+            ).fetchall()
+        finally:
+            if own_snapshot:
+                conn.execute("COMMIT")
+        return SpaceData(
+            generation=generation,
+            face_ids=np.array([r[0] for r in rows], dtype=np.int64),
+            person_ids=np.array([r[1] for r in rows], dtype=np.int64),
+            embeddings=blob_to_embeddings([r[2] for r in rows]),
+        )
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """A read-only query, for the admin API and tests."""
+        return self._conn().execute(sql, args).fetchall()
+
+    def clients(self) -> list[ClientId]:
+        rows = self.query("SELECT DISTINCT client FROM faces ORDER BY client")
+        return [ClientId(r[0]) for r in rows]
+
+    # --- writes ------------------------------------------------------------------------
+
+    @contextmanager
+    def write(self, key: SpaceKey) -> Iterator[SpaceWriter]:
+        """A write transaction on one space. Commits (bumping the generation) if the block
+        returns and something changed; rolls back if it raises."""
+        conn = self._conn()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                writer = SpaceWriter(conn, key, self.generation(key))
+                yield writer
+                if writer.delta.changed or writer.aliases_changed:
+                    new_generation = writer.generation + 1
+                    conn.execute(
+                        "INSERT INTO spaces (client, space, generation) VALUES (?, ?, ?)"
+                        " ON CONFLICT (client, space) DO UPDATE SET generation = excluded.generation",
+                        (key.client, key.space, new_generation),
+                    )
+                    writer.delta.new_generation = new_generation
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise

@@ -1,0 +1,1 @@
+"""The HTTP wire layer: auth, multipart and meta parsing, envelopes, routes."""

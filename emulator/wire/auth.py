@@ -1,0 +1,54 @@
+"""Query auth: ``oauth_token`` and ``oauth_provider`` → the client that owns the request.
+
+Default mode (no clients configured): any non-empty token belongs to the client
+``default``, so a client that refreshes its token keeps its data. With configured
+clients, a token must be one of a client's service tokens. Tokens are compared in
+constant time, against every configured token.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+
+from emulator.errors import Forbidden
+from emulator.types import DEFAULT_CLIENT, ClientId
+
+PROVIDERS = ("mcs", "mr")
+
+
+class TokenDirectory:
+    """Resolves tokens to clients."""
+
+    def __init__(self, clients: Mapping[str, tuple[str, ...]]) -> None:
+        self._tokens = [(token.encode(), ClientId(name)) for name, tokens in clients.items() for token in tokens]
+
+    @property
+    def open(self) -> bool:
+        return not self._tokens
+
+    def client_for(self, token: str) -> ClientId | None:
+        if self.open:
+            return DEFAULT_CLIENT
+        found: ClientId | None = None
+        given = token.encode()
+        for known, client in self._tokens:
+            if hmac.compare_digest(given, known) and found is None:
+                found = client
+        return found
+
+
+def authenticate(query: Mapping[str, str], directory: TokenDirectory) -> ClientId:
+    """The client of a request, or 403."""
+    token = query.get("oauth_token", "")
+    provider = query.get("oauth_provider", "")
+    if not token:
+        raise Forbidden("empty oauth_token")
+    if not provider:
+        raise Forbidden("empty oauth_provider")
+    if provider not in PROVIDERS:
+        raise Forbidden(f"unknown oauth_provider {provider}")
+    client = directory.client_for(token)
+    if client is None:
+        raise Forbidden("invalid oauth_token")
+    return client

@@ -1,0 +1,61 @@
+"""From named multipart parts to the typed requests of the four methods."""
+
+from __future__ import annotations
+
+from emulator import errors
+from emulator.errors import BadRequest
+from emulator.settings import Settings
+from emulator.types import DeleteRequest, ImageInput, RecognizeRequest, SetRequest, TruncateRequest
+from emulator.wire.meta import RawImage, RawMeta, decode_meta, validate_images, validate_searcher, validate_space
+from emulator.wire.multipart import Part
+
+
+def _meta(parts: dict[str, Part]) -> RawMeta:
+    part = parts.get("meta")
+    if part is not None and part.overflow:
+        raise BadRequest("could not parse meta: meta is larger than the per-part limit")
+    return decode_meta(part.data if part is not None else None)
+
+
+def _images(parts: dict[str, Part], images: list[RawImage]) -> tuple[ImageInput, ...]:
+    out = []
+    for image in images:
+        part = parts.get(image.name)
+        if part is None:
+            raise BadRequest(errors.no_such_image(image.name))
+        if part.size == 0:
+            raise BadRequest(errors.EMPTY_IMAGE)
+        out.append(ImageInput(image.name, part.data, part.size, image.person_id or None))
+    return tuple(out)
+
+
+def set_request(parts: dict[str, Part], settings: Settings) -> SetRequest:
+    meta = _meta(parts)
+    space = validate_space(meta)
+    images = validate_images(meta, max_images=settings.max_images, need_person_id=True)
+    return SetRequest(space, _images(parts, images))
+
+
+def recognize_request(parts: dict[str, Part], settings: Settings) -> RecognizeRequest:
+    meta = _meta(parts)
+    space = validate_space(meta)
+    images = validate_images(meta, max_images=settings.max_images, need_person_id=False)
+    searcher = validate_searcher(meta)
+    return RecognizeRequest(
+        space,
+        _images(parts, images),
+        create_new=meta.create_new,
+        update_embedding=meta.update_embedding,
+        searcher=searcher,
+    )
+
+
+def delete_request(parts: dict[str, Part], settings: Settings) -> DeleteRequest:
+    meta = _meta(parts)
+    space = validate_space(meta)
+    images = validate_images(meta, max_images=settings.max_images, need_person_id=True)
+    return DeleteRequest(space, tuple((image.name, image.person_id) for image in images))
+
+
+def truncate_request(parts: dict[str, Part], settings: Settings) -> TruncateRequest:
+    return TruncateRequest(validate_space(_meta(parts)))

@@ -1,0 +1,107 @@
+"""The four persons endpoints. Each parses, calls the service off the event loop, renders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from emulator.errors import RequestError
+from emulator.observe import ImageInfo, RequestRecord
+from emulator.runtime import Runtime
+from emulator.settings import Settings
+from emulator.types import ClientId
+from emulator.wire import envelope, requests
+from emulator.wire.auth import authenticate
+from emulator.wire.multipart import Part, parse_form
+
+log = logging.getLogger("emulator.requests")
+
+
+Handler = Callable[[ClientId, dict[str, Part], Settings], dict[str, Any]]
+
+
+def _handlers(runtime: Runtime) -> dict[str, Handler]:
+    service = runtime.service
+
+    def do_set(client: ClientId, parts: dict[str, Part], settings: Settings) -> dict[str, Any]:
+        return envelope.objects_body(service.set(client, requests.set_request(parts, settings)))
+
+    def do_recognize(client: ClientId, parts: dict[str, Part], settings: Settings) -> dict[str, Any]:
+        result = service.recognize(client, requests.recognize_request(parts, settings))
+        return envelope.recognize_body(result, settings.aliases_changed)
+
+    def do_delete(client: ClientId, parts: dict[str, Part], settings: Settings) -> dict[str, Any]:
+        return envelope.objects_body(service.delete(client, requests.delete_request(parts, settings)))
+
+    def do_truncate(client: ClientId, parts: dict[str, Part], settings: Settings) -> dict[str, Any]:
+        service.truncate(client, requests.truncate_request(parts, settings))
+        return {}
+
+    return {"set": do_set, "recognize": do_recognize, "delete": do_delete, "truncate": do_truncate}
+
+
+def _describe(record: RequestRecord, parts: dict[str, Part]) -> None:
+    """Fill what the request carried: its meta (if JSON) and its image parts (never the bytes)."""
+    meta = parts.get("meta")
+    if meta is not None and meta.data is not None:
+        try:
+            record.meta = json.loads(meta.data)
+        except (ValueError, RecursionError):
+            record.meta = None
+        if isinstance(record.meta, dict) and isinstance(record.meta.get("space"), str):
+            space = record.meta["space"]
+            record.space = int(space) if space.isascii() and space.isdigit() and len(space) < 3 else None
+    for name, part in parts.items():
+        if name != "meta":
+            data = part.data
+            digest = hashlib.sha256(data).hexdigest() if data is not None else None
+            record.images.append(ImageInfo(name, part.size, digest))
+
+
+def build_router(runtime: Runtime) -> APIRouter:
+    router = APIRouter()
+    handlers = _handlers(runtime)
+
+    def endpoint(method: str) -> Callable[[Request], Any]:
+        handler = handlers[method]
+
+        async def persons(request: Request) -> Response:
+            started = time.perf_counter()
+            settings = runtime.settings
+            record = RequestRecord(method=method, client=None, started_at=time.time())
+            try:
+                record.client = authenticate(request.query_params, runtime.directory)
+                parts = await parse_form(
+                    request.headers.get("content-type"),
+                    request.stream(),
+                    max_part_bytes=settings.max_image_bytes,
+                    max_body_bytes=settings.max_request_bytes,
+                )
+                _describe(record, parts)
+                record.body = await run_in_threadpool(handler, ClientId(record.client), parts, settings)
+                payload = envelope.success(record.body)
+            except RequestError as exc:
+                record.envelope_status, record.body = exc.status, exc.message
+                payload = envelope.error(exc.status, exc.message)
+            record.http_status = envelope.http_status(record.envelope_status, settings.http_status)
+            record.duration_ms = (time.perf_counter() - started) * 1000
+            for observer in runtime.observers:
+                try:
+                    observer(record)
+                except Exception:  # an observer must never break a response
+                    log.exception("request observer failed")
+            return Response(payload, status_code=record.http_status, media_type=envelope.JSON_MEDIA_TYPE)
+
+        persons.__name__ = f"persons_{method}"
+        return persons
+
+    for method in handlers:
+        router.add_api_route(f"/api/v1/persons/{method}", endpoint(method), methods=["POST"], name=method)
+    return router

@@ -1,0 +1,43 @@
+"""Shared fixtures: one real dlib engine per test session, and real servers on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator.face.engine import DlibEngine
+from tests.emulator_server import EmulatorServer
+
+
+@pytest.fixture(scope="session")
+def engine() -> DlibEngine:
+    """The real engine, models loaded once for the whole suite."""
+    real = DlibEngine()
+    real.warm_up()
+    return real
+
+
+@pytest.fixture(scope="module")
+def server(engine: DlibEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    """A real emulator (real dlib) with its own data dir, shared by one test module."""
+    running = EmulatorServer(tmp_path_factory.mktemp("data"), engine=engine).start()
+    yield running
+    running.stop()
+
+
+_space_counter = iter(range(10**9))
+
+
+@pytest.fixture
+def space(server: EmulatorServer) -> int:
+    """An empty space of the module's server (truncated before the test)."""
+    number = next(_space_counter) % 10
+    server.ok("truncate", {"space": str(number)})
+    return number
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
