@@ -1,0 +1,128 @@
+"""Compare DlibEngine's detection with face_recognition's default pipeline on every fixture photo.
+
+Baseline = what ``face_recognition.face_locations(img)`` + ``face_encodings(img)`` do: dlib HOG with upsample 1 on
+the full image, then the 5-point landmarks and the ResNet descriptor (num_jitters=1) of each box.
+
+For each fixture: image size, expected count (MANIFEST's faces_hog_upsample1), baseline count and time,
+our count and time, the detection plan (scale, upsample), the worst box IoU between matched faces and the lowest
+cosine similarity between matched embeddings.
+
+Run: ``python bench/compare_detection.py`` (from the repository root, with the venv's python).
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import dlib  # noqa: E402
+
+from emulator.face.decode import decode_image  # noqa: E402
+from emulator.face.engine import DlibEngine, Face  # noqa: E402
+from emulator.face.models import model_paths  # noqa: E402
+
+FIXTURES = ROOT / "fixtures"
+Box = tuple[int, int, int, int]
+
+
+class Baseline:
+    """face_recognition's api.py steps, called on dlib directly."""
+
+    def __init__(self) -> None:
+        paths = model_paths()
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(str(paths.shape_predictor))
+        self.encoder = dlib.face_recognition_model_v1(str(paths.face_recognition))
+
+    def run(self, rgb: np.ndarray) -> tuple[list[Box], list[np.ndarray], float]:
+        start = time.perf_counter()
+        rects = self.detector(rgb, 1)
+        height, width = rgb.shape[:2]
+        boxes: list[Box] = []
+        embeddings: list[np.ndarray] = []
+        for rect in rects:
+            shape = self.predictor(rgb, rect)
+            vec = np.asarray(self.encoder.compute_face_descriptor(rgb, shape, 1), dtype=np.float64)
+            embeddings.append(vec / np.linalg.norm(vec))
+            box = (max(rect.left(), 0), max(rect.top(), 0), min(rect.right(), width), min(rect.bottom(), height))
+            boxes.append(box)
+        return boxes, embeddings, time.perf_counter() - start
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def match(base: list[Box], ours: list[Face]) -> list[tuple[int, int, float]]:
+    """Greedy match baseline boxes to ours by IoU (> 0.3)."""
+    pairs = sorted(((iou(b, f.box), i, j) for i, b in enumerate(base) for j, f in enumerate(ours)), reverse=True)
+    used_b: set[int] = set()
+    used_o: set[int] = set()
+    out: list[tuple[int, int, float]] = []
+    for score, i, j in pairs:
+        if score > 0.3 and i not in used_b and j not in used_o:
+            used_b.add(i)
+            used_o.add(j)
+            out.append((i, j, score))
+    return out
+
+
+def main() -> int:
+    engine = DlibEngine(max_width=4000, max_height=4000)  # the fixtures include photos up to 2048x2333
+    engine.warm_up()
+    baseline = Baseline()
+    rows = list(csv.DictReader((FIXTURES / "MANIFEST.csv").open()))
+    header = (
+        f"{'fixture':48} {'size':>9} {'exp':>3} {'base':>4} {'ms':>6} {'ours':>4} {'ms':>6} {'plan':>9} "
+        f"{'minIoU':>6} {'minCos':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    mismatches = 0
+    t_base: list[float] = []
+    t_ours: list[float] = []
+    for row in rows:
+        data = (FIXTURES / row["file"]).read_bytes()
+        rgb = decode_image(data, max_width=4000, max_height=4000)
+        height, width = rgb.shape[:2]
+        base_boxes, base_emb, base_t = baseline.run(rgb)
+        start = time.perf_counter()
+        ours = engine.analyze(data)
+        ours_t = time.perf_counter() - start
+        t_base.append(base_t)
+        t_ours.append(ours_t)
+        pairs = match(base_boxes, ours)
+        min_iou = min((p[2] for p in pairs), default=float("nan"))
+        min_cos = min((float(base_emb[i] @ ours[j].embedding) for i, j, _ in pairs), default=float("nan"))
+        scale, upsample = engine.detection_plan(width, height)
+        same = len(pairs) == len(base_boxes) == len(ours)
+        mismatches += not same
+        flag = "" if same else "  <-- DIFFERENT"
+        print(
+            f"{row['file']:48} {width:>4}x{height:<4} {row['faces_hog_upsample1']:>3} {len(base_boxes):>4} "
+            f"{base_t * 1000:>6.0f} {len(ours):>4} {ours_t * 1000:>6.0f} {scale:>5.2f}/u{upsample} "
+            f"{min_iou:>6.3f} {min_cos:>7.4f}{flag}"
+        )
+    print("-" * len(header))
+    print(
+        f"total: baseline {sum(t_base):.2f} s (median {statistics.median(t_base) * 1000:.0f} ms), "
+        f"ours {sum(t_ours):.2f} s (median {statistics.median(t_ours) * 1000:.0f} ms); "
+        f"fixtures with different faces: {mismatches}"
+    )
+    return 1 if mismatches else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
