@@ -32,6 +32,7 @@ from PIL import Image
 
 from emulator.face.decode import decode_image
 from emulator.face.models import model_paths
+from emulator.timing import timed
 
 if TYPE_CHECKING:
     import dlib
@@ -148,7 +149,8 @@ class DlibEngine:
 
         Raises ``emulator.face.decode.ImageError`` (``UnknownImageType``, ``ImageTooSmall``, ``ImageTooLarge``).
         """
-        rgb = decode_image(data, max_width=self.max_width, max_height=self.max_height, min_side=self.min_side)
+        with timed("decode"):
+            rgb = decode_image(data, max_width=self.max_width, max_height=self.max_height, min_side=self.min_side)
         return self.analyze_array(rgb)
 
     def analyze_array(self, rgb: np.ndarray) -> list[Face]:
@@ -156,8 +158,10 @@ class DlibEngine:
         models = self._get_models()
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
         with self._run_lock:
-            detections = self._detect(models, rgb)
-            faces = [self._describe(models, rgb, rect, score) for rect, score in detections]
+            with timed("detect"):
+                detections = self._detect(models, rgb)
+            with timed("embed"):  # landmarks, chip, descriptor, quality
+                faces = [self._describe(models, rgb, rect, score) for rect, score in detections]
         faces.sort(key=lambda face: (face.box[0], face.box[1]))
         return faces
 
