@@ -1,0 +1,255 @@
+"""Fault injection and latency for persons requests (a testing aid, not part of the real service).
+
+A :class:`FaultRule` matches requests by method, space and image name (a glob over the
+names that meta's ``images`` gives), and injects one :data:`KINDS` fault:
+
+* ``object_temporary`` / ``object_permanent``: the matching images' objects get status 2 /
+  status 1 with an error text, and those images never reach the service (nothing stored);
+* ``envelope_500``: the error envelope ``{"status":500,"body":"Internal Server Error",...}``;
+* ``http_502`` / ``http_503`` / ``http_504``: that HTTP status with a gateway-like (nginx
+  style) or empty body, as a proxy in front of the real service answers;
+* ``drop``: the connection is closed without a response;
+* ``latency``: the response is delayed, fixed (``latency_ms``) or uniform between
+  ``latency_ms`` and ``latency_max_ms``.
+
+A rule fires for the next ``times`` matching requests, or, with ``probability``, on a draw
+from its own ``random.Random(seed)``: the same rules and the same requests give the same
+sequence of faults on every run. Without either, it fires on every matching request.
+
+Rules are evaluated in the order they were added: every firing latency rule adds its delay,
+every firing per-object rule marks its images, and the first firing request-level fault
+(envelope, HTTP, drop) wins and ends the evaluation (later rules are not consumed).
+Rules live in the process's memory (with several workers, each worker has its own).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+OBJECT_KINDS = ("object_temporary", "object_permanent")
+ABORT_KINDS = ("envelope_500", "http_502", "http_503", "http_504", "drop")
+KINDS = (*OBJECT_KINDS, *ABORT_KINDS, "latency")
+METHODS = ("set", "recognize", "delete", "truncate")
+
+# Error texts in the style of the real (Go) service; the real texts for these cases are not documented.
+TEMPORARY_ERROR = "temporary error: internal service unavailable, try again later"
+PERMANENT_ERROR = "could not process image: internal error"
+
+
+class FaultRuleError(ValueError):
+    """A rule that cannot be used; the message says which field and why."""
+
+
+@dataclass
+class FaultRule:
+    kind: str
+    method: str | None = None
+    space: int | None = None
+    image: str | None = None  # glob over image names, e.g. "photo-*"
+    times: int | None = None
+    probability: float | None = None
+    seed: int = 0
+    latency_ms: float = 0.0
+    latency_max_ms: float | None = None
+    body: str = "gateway"  # http_*: "gateway" or "empty"
+    message: str | None = None  # object_*: the error text
+    id: int = 0
+    matched: int = 0
+    fired: int = 0
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FaultRule:
+        """Build and validate a rule from the admin API's JSON."""
+        if not isinstance(data, Mapping):
+            raise FaultRuleError("a fault rule is a JSON object")
+        known = {"kind", "method", "space", "image", "times", "probability", "seed"}
+        known |= {"latency_ms", "latency_max_ms", "body", "message"}
+        unknown = set(data) - known
+        if unknown:
+            raise FaultRuleError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        kind = data.get("kind")
+        if kind not in KINDS:
+            raise FaultRuleError(f"kind must be one of {', '.join(KINDS)}")
+        method = data.get("method")
+        if method is not None and method not in METHODS:
+            raise FaultRuleError(f"method must be one of {', '.join(METHODS)}")
+        space = _optional_int(data, "space", 0, 9)
+        image = data.get("image")
+        if image is not None and not isinstance(image, str):
+            raise FaultRuleError("image must be a glob string")
+        times = _optional_int(data, "times", 1, None)
+        probability = _optional_number(data, "probability", 0.0, 1.0)
+        seed = _optional_int(data, "seed", None, None) or 0
+        latency_ms = _optional_number(data, "latency_ms", 0.0, 600_000.0)
+        latency_max_ms = _optional_number(data, "latency_max_ms", 0.0, 600_000.0)
+        if kind == "latency" and latency_ms is None:
+            raise FaultRuleError("a latency rule needs latency_ms (and latency_max_ms for a uniform delay)")
+        if latency_max_ms is not None and latency_max_ms < (latency_ms or 0.0):
+            raise FaultRuleError("latency_max_ms must be at least latency_ms")
+        body = data.get("body", "gateway")
+        if body not in ("gateway", "empty"):
+            raise FaultRuleError("body must be gateway or empty")
+        message = data.get("message")
+        if message is not None and (not isinstance(message, str) or not message):
+            raise FaultRuleError("message must be a non-empty string")
+        return cls(
+            kind=kind,
+            method=method,
+            space=space,
+            image=image,
+            times=times,
+            probability=probability,
+            seed=seed,
+            latency_ms=latency_ms or 0.0,
+            latency_max_ms=latency_max_ms,
+            body=body,
+            message=message,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "method": self.method,
+            "space": self.space,
+            "image": self.image,
+            "times": self.times,
+            "probability": self.probability,
+            "seed": self.seed,
+            "latency_ms": self.latency_ms,
+            "latency_max_ms": self.latency_max_ms,
+            "body": self.body,
+            "message": self.message,
+            "matched": self.matched,
+            "fired": self.fired,
+            "exhausted": self.exhausted,
+        }
+
+    @property
+    def exhausted(self) -> bool:
+        return self.times is not None and self.fired >= self.times
+
+    def matching_names(self, names: Sequence[str]) -> list[str]:
+        if self.image is None:
+            return list(names)
+        return [name for name in names if fnmatch.fnmatchcase(name, self.image)]
+
+    def matches(self, method: str, space: int | None, names: Sequence[str] | None) -> bool:
+        if self.method is not None and self.method != method:
+            return False
+        if self.space is not None and self.space != space:
+            return False
+        if self.image is not None and not self.matching_names(names or ()):
+            return False
+        return not (self.kind in OBJECT_KINDS and not names)
+
+    def fire(self) -> bool:
+        """Called once per matching request: does the rule fire this time?"""
+        self.matched += 1
+        if self.exhausted:
+            return False
+        if self.probability is not None and self._rng.random() >= self.probability:
+            return False
+        self.fired += 1
+        return True
+
+    def delay_s(self) -> float:
+        if self.latency_max_ms is None:
+            return self.latency_ms / 1000
+        return self._rng.uniform(self.latency_ms, self.latency_max_ms) / 1000
+
+
+def _optional_int(data: Mapping[str, Any], name: str, low: int | None, high: int | None) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FaultRuleError(f"{name} must be a whole number")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise FaultRuleError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _optional_number(data: Mapping[str, Any], name: str, low: float, high: float) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FaultRuleError(f"{name} must be a number")
+    if not low <= value <= high:
+        raise FaultRuleError(f"{name} must be between {low:g} and {high:g}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ObjectFault:
+    status: int  # 1 permanent, 2 temporary
+    error: str
+
+
+@dataclass
+class FaultPlan:
+    """What to do to one request: wait, then abort it, or fault some of its objects."""
+
+    delay_s: float = 0.0
+    abort: FaultRule | None = None
+    objects: dict[str, ObjectFault] = field(default_factory=dict)
+    fired: list[str] = field(default_factory=list)  # "kind#id" of every rule that fired, for the journal
+
+
+class FaultInjector:
+    """The rules of this process, and the decision per request. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._rules: list[FaultRule] = []
+        self._next_id = 1
+        self._lock = threading.Lock()
+
+    def add(self, rule: FaultRule) -> FaultRule:
+        with self._lock:
+            rule.id = self._next_id
+            self._next_id += 1
+            self._rules.append(rule)
+        return rule
+
+    def rules(self) -> list[FaultRule]:
+        with self._lock:
+            return list(self._rules)
+
+    def clear(self) -> int:
+        with self._lock:
+            removed = len(self._rules)
+            self._rules.clear()
+        return removed
+
+    def plan(self, method: str, space: int | None, names: Sequence[str] | None) -> FaultPlan:
+        """Decide the faults of one request. ``names`` are meta's image names (``None`` if
+        meta is not usable, which disables per-object faults and image globs)."""
+        plan = FaultPlan()
+        with self._lock:
+            if not self._rules:
+                return plan
+            for rule in self._rules:
+                if not rule.matches(method, space, names) or not rule.fire():
+                    continue
+                plan.fired.append(f"{rule.kind}#{rule.id}")
+                if rule.kind == "latency":
+                    plan.delay_s += rule.delay_s()
+                elif rule.kind in OBJECT_KINDS:
+                    status = 2 if rule.kind == "object_temporary" else 1
+                    text = rule.message or (TEMPORARY_ERROR if status == 2 else PERMANENT_ERROR)
+                    for name in rule.matching_names(names or ()):
+                        plan.objects.setdefault(name, ObjectFault(status, text))
+                else:
+                    plan.abort = rule
+                    break
+        return plan
