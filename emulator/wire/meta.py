@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from emulator import errors
 from emulator.errors import BadRequest
@@ -51,6 +55,8 @@ def _kind(value: Any) -> str:
         return "number"
     if isinstance(value, str):
         return "string"
+    if isinstance(value, _Object):  # a list subclass: test it first
+        return "object"
     if isinstance(value, list):
         return "array"
     return "object"
@@ -104,20 +110,66 @@ def _fields(obj: list[tuple[str, Any]], names: tuple[str, ...]) -> list[tuple[st
     return out
 
 
-def _loads(text: bytes) -> Any:
+def _loads_text(text: str) -> Any:
     def pairs(items: list[tuple[str, Any]]) -> Any:
         return _Object(items)
 
     def constant(name: str) -> Any:
         raise ValueError(f"invalid character '{name[0]}' looking for beginning of value")
 
-    return json.loads(
-        text.decode("utf-8", "replace"),
-        object_pairs_hook=pairs,
-        parse_int=_Number,
-        parse_float=_Number,
-        parse_constant=constant,
-    )
+    return json.loads(text, object_pairs_hook=pairs, parse_int=_Number, parse_float=_Number, parse_constant=constant)
+
+
+# Go's encoding/json refuses nesting deeper than 10000 ("exceeded max depth") and decodes anything
+# shallower. Python's decoder recurses and stops near its recursion limit (1000), so a deeper document
+# (at most 10000 levels: a few hundred KB) is decoded in a thread with a large stack and a raised limit.
+GO_MAX_DEPTH = 10000
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_DEEP_LOCK = threading.Lock()
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in ``text`` (string contents ignored)."""
+    bare = _STRINGS.sub("", text).encode("utf-8", "replace")
+    steps = np.frombuffer(bare, dtype=np.uint8)
+    delta = np.isin(steps, (ord("["), ord("{"))).astype(np.int32) - np.isin(steps, (ord("]"), ord("}")))
+    return int(np.cumsum(delta).max(initial=0))
+
+
+def _loads_deep(text: str) -> Any:
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = _loads_text(text)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = exc
+
+    with _DEEP_LOCK:
+        old_limit, old_stack = sys.getrecursionlimit(), threading.stack_size()
+        try:
+            sys.setrecursionlimit(max(old_limit, GO_MAX_DEPTH * 2 + 1000))
+            threading.stack_size(512 * 1024 * 1024)  # virtual; only what the recursion touches is used
+            worker = threading.Thread(target=run, name="meta-deep")
+            worker.start()  # the stack size is taken at start
+            threading.stack_size(old_stack)
+            worker.join()
+        finally:
+            threading.stack_size(old_stack)
+            sys.setrecursionlimit(old_limit)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _loads(raw: bytes) -> Any:
+    text = raw.decode("utf-8", "replace")
+    try:
+        return _loads_text(text)
+    except RecursionError:
+        if nesting_depth(text) > GO_MAX_DEPTH:
+            raise ValueError("exceeded max depth") from None
+        return _loads_deep(text)
 
 
 class _Object(list):  # type: ignore[type-arg]
@@ -148,7 +200,7 @@ def decode_meta(raw: bytes | None) -> RawMeta:
         raise BadRequest(f"could not parse meta: {_syntax_error(exc)}") from None
     except ValueError as exc:
         raise BadRequest(f"could not parse meta: {exc}") from None
-    except RecursionError:
+    except RecursionError:  # not expected (see _loads); still a clear 400, never a 500
         raise BadRequest("could not parse meta: exceeded max depth") from None
     meta = RawMeta()
     if doc is None:

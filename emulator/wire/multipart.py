@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from emulator.errors import BadRequest
@@ -32,6 +32,23 @@ class Part:
     @property
     def data(self) -> bytes | None:
         return None if self.overflow else b"".join(self.chunks)
+
+
+MAX_BOUNDARY_LENGTH = 70  # RFC 2046
+MAX_PART_HEADERS = 32
+MAX_PART_HEADER_BYTES = 64 * 1024
+
+
+def _parse_error_text(exc: FormParserError) -> str:
+    """python-multipart's reason for a malformed body, in the emulator's (Go-styled) words."""
+    detail = str(exc)
+    if detail.startswith("Expected boundary character"):
+        return "multipart: NextPart: the body does not begin with the boundary given in Content-Type"
+    if detail.startswith("Maximum header size"):
+        return f"multipart: NextPart: part headers are larger than {MAX_PART_HEADER_BYTES} bytes"
+    if detail.startswith("Maximum header count"):
+        return f"multipart: NextPart: a part has more than {MAX_PART_HEADERS} headers"
+    return f"multipart: NextPart: malformed part: {detail}"
 
 
 def not_multipart_message() -> str:
@@ -106,6 +123,11 @@ async def parse_form(
     def on_end() -> None:
         state["ended"] = True
 
+    if len(boundary) > MAX_BOUNDARY_LENGTH:
+        raise BadRequest(
+            f"could not parse multipart form: the multipart boundary is {len(boundary)} bytes,"
+            f" at most {MAX_BOUNDARY_LENGTH} are allowed"
+        )
     parser = MultipartParser(
         boundary,
         {
@@ -118,8 +140,8 @@ async def parse_form(
             "on_part_end": on_part_end,
             "on_end": on_end,
         },
-        max_header_count=32,
-        max_header_size=64 * 1024,
+        max_header_count=MAX_PART_HEADERS,
+        max_header_size=MAX_PART_HEADER_BYTES,
     )
     received = 0
     try:
@@ -132,8 +154,8 @@ async def parse_form(
             if chunk:
                 parser.write(chunk)
         parser.finalize()
-    except MultipartParseError as exc:
-        raise BadRequest(f"could not parse multipart form: {exc}") from None
+    except FormParserError as exc:
+        raise BadRequest(f"could not parse multipart form: {_parse_error_text(exc)}") from None
     if not state["ended"]:
         raise BadRequest("could not parse multipart form: multipart: NextPart: unexpected EOF")
     return parts

@@ -10,10 +10,13 @@ from emulator.wire.meta import RawImage, RawMeta, decode_meta, validate_images, 
 from emulator.wire.multipart import Part
 
 
-def _meta(parts: dict[str, Part]) -> RawMeta:
+def _meta(parts: dict[str, Part], settings: Settings) -> RawMeta:
+    """Decode meta; it is bounded by the per-part limit (``max_image_bytes``), as every part is."""
     part = parts.get("meta")
     if part is not None and part.overflow:
-        raise BadRequest("could not parse meta: meta is larger than the per-part limit")
+        raise BadRequest(
+            f"could not parse meta: meta is {part.size} bytes, the limit is {settings.max_image_bytes} bytes"
+        )
     return decode_meta(part.data if part is not None else None)
 
 
@@ -30,14 +33,14 @@ def _images(parts: dict[str, Part], images: list[RawImage]) -> tuple[ImageInput,
 
 
 def set_request(parts: dict[str, Part], settings: Settings) -> SetRequest:
-    meta = _meta(parts)
+    meta = _meta(parts, settings)
     space = validate_space(meta)
     images = validate_images(meta, max_images=settings.max_images, need_person_id=True)
     return SetRequest(space, _images(parts, images))
 
 
 def recognize_request(parts: dict[str, Part], settings: Settings) -> RecognizeRequest:
-    meta = _meta(parts)
+    meta = _meta(parts, settings)
     space = validate_space(meta)
     images = validate_images(meta, max_images=settings.max_images, need_person_id=False)
     searcher = validate_searcher(meta)
@@ -51,11 +54,11 @@ def recognize_request(parts: dict[str, Part], settings: Settings) -> RecognizeRe
 
 
 def delete_request(parts: dict[str, Part], settings: Settings) -> DeleteRequest:
-    meta = _meta(parts)
+    meta = _meta(parts, settings)
     space = validate_space(meta)
     images = validate_images(meta, max_images=settings.max_images, need_person_id=True)
     return DeleteRequest(space, tuple((image.name, image.person_id) for image in images))
 
 
 def truncate_request(parts: dict[str, Part], settings: Settings) -> TruncateRequest:
-    return TruncateRequest(validate_space(_meta(parts)))
+    return TruncateRequest(validate_space(_meta(parts, settings)))

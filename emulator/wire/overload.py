@@ -1,0 +1,90 @@
+"""A bound on in-flight persons requests, so overload is answered fast instead of queued.
+
+Each worker process admits at most ``max_inflight`` persons requests at a time (counted from
+the first byte of the request to the last byte of the answer). One more is refused at once,
+before its body is read, with the contract's error envelope::
+
+    {"status":500,"body":"server is overloaded: 64 requests in flight, the limit is 64; retry later",...}
+
+The envelope status is 500 because the contract (and the official OpenAPI spec) allow only 400,
+403 and 500 in an error envelope, and an overload is the server's fault, not the request's. The
+HTTP status follows ``SMARTY_HTTP_STATUS``: 200 in ``always-200`` mode (as for every envelope),
+and **503** (not 500) in ``mirror`` mode, with ``Retry-After: 1``, so that HTTP-aware clients and
+proxies see a retryable answer. The real service's overload behaviour is not documented.
+
+This is a pure ASGI middleware: it reads the limit from ``runtime.settings`` on every request
+(the setting may change live) and touches nothing but the ``/api/v1/persons/`` paths.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from emulator.runtime import Runtime
+from emulator.wire import envelope
+
+PERSONS_PREFIX = "/api/v1/persons/"
+OVERLOAD_ENVELOPE_STATUS = 500
+OVERLOAD_HTTP_STATUS = 503  # in mirror mode only
+
+
+def overloaded_message(in_flight: int, limit: int) -> str:
+    return f"server is overloaded: {in_flight} requests in flight, the limit is {limit}; retry later"
+
+
+class InflightGate:
+    """Counts the persons requests in flight in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.refused = 0
+
+    def try_enter(self, limit: int) -> bool:
+        with self._lock:
+            if self.in_flight >= limit:
+                self.refused += 1
+                return False
+            self.in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+
+class OverloadMiddleware:
+    """ASGI middleware: admit a persons request only while fewer than ``max_inflight`` are in flight."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime, gate: InflightGate | None = None) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.gate = gate or InflightGate()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(PERSONS_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        settings = self.runtime.settings
+        limit = int(settings.max_inflight)
+        if not self.gate.try_enter(limit):
+            await self._refuse(send, limit, settings.http_status)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.gate.leave()
+
+    async def _refuse(self, send: Send, limit: int, http_mode: str) -> None:
+        payload = envelope.error(OVERLOAD_ENVELOPE_STATUS, overloaded_message(self.gate.in_flight, limit))
+        status = OVERLOAD_HTTP_STATUS if http_mode == "mirror" else 200
+        headers: list[Any] = [
+            (b"content-type", envelope.JSON_MEDIA_TYPE.encode()),
+            (b"content-length", str(len(payload)).encode()),
+            (b"retry-after", b"1"),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
