@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.concurrency import run_in_threadpool
 
+from emulator import logs
 from emulator.face.engine import DlibEngine, FaceEngine
+from emulator.metrics import Metrics
 from emulator.runtime import Runtime
 from emulator.settings import Settings
 from emulator.store.sqlite import SqliteStore
+from emulator.wire.health import build_health_router
+from emulator.wire.metrics import build_metrics_router
 from emulator.wire.routes import build_router
+
+log = logging.getLogger("emulator.app")
+WARM_UP_JOIN_SECONDS = 30.0
 
 
 def default_engine(settings: Settings) -> DlibEngine:
@@ -24,20 +32,40 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     """Build the emulator's ASGI app. ``engine`` and ``store`` may be injected (tests)."""
     runtime = Runtime(settings, engine or default_engine(settings), store or SqliteStore(settings.data_dir))
 
+    metrics = Metrics(runtime.store.space_sizes, runtime.ready.is_set)
+    runtime.observers += [metrics.observe, logs.RequestLog()]
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(runtime.start)
+        # The server answers at once (liveness, readiness 503); the store and models come up in the background.
+        warm_up = threading.Thread(target=_start, args=(runtime,), name="warm-up", daemon=True)
+        warm_up.start()
         try:
             yield
         finally:
+            warm_up.join(timeout=WARM_UP_JOIN_SECONDS)
             runtime.stop()
 
     app = FastAPI(title="smarty-emulator", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime
+    app.state.metrics = metrics
     app.include_router(build_router(runtime))
+    app.include_router(build_health_router(runtime))
+    app.include_router(build_metrics_router(metrics))
     return app
 
 
 def app_from_env() -> FastAPI:
     """Factory for uvicorn (``--factory``): settings from ``SMARTY_*`` variables."""
-    return create_app(Settings.from_sources(os.environ))
+    settings = Settings.from_sources(os.environ)
+    logs.configure(settings)
+    return create_app(settings)
+
+
+def _start(runtime: Runtime) -> None:
+    try:
+        runtime.start()
+    except Exception:  # readiness reports it; the process stays up for the health check to see
+        log.exception("startup failed: the emulator will not become ready")
+    else:
+        log.info("ready: store open, models loaded and warm")

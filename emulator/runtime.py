@@ -23,6 +23,8 @@ class Runtime:
     service: PersonsService = field(init=False)
     directory: TokenDirectory = field(init=False)
     ready: threading.Event = field(default_factory=threading.Event)
+    startup: set[str] = field(default_factory=set)  # done so far: "store", "models", "warm-up"
+    startup_error: str | None = None
     observers: list[Observer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -30,9 +32,23 @@ class Runtime:
         self.directory = TokenDirectory(parse_clients(self.settings.clients))
 
     def start(self) -> None:
-        """Open and migrate the store, then load and warm the models (blocking)."""
-        self.store.open()
-        self.engine.warm_up()
+        """Open and migrate the store, then load and warm the models (blocking).
+
+        Each step done is added to ``startup`` (readiness reports what is missing); a failure is kept in
+        ``startup_error`` and raised.
+        """
+        try:
+            self.store.open()
+            self.startup.add("store")
+            load = getattr(self.engine, "load", None)  # an engine may load its models apart from the warm-up
+            if callable(load):
+                load()
+                self.startup.add("models")
+            self.engine.warm_up()  # loads the models if not yet, and runs one detection
+            self.startup.update(("models", "warm-up"))
+        except Exception as exc:
+            self.startup_error = f"{type(exc).__name__}: {exc}"
+            raise
         self.ready.set()
 
     def stop(self) -> None:

@@ -37,6 +37,7 @@ from emulator.face.engine import Face, FaceEngine
 from emulator.index import IndexCache, SpaceIndex
 from emulator.settings import Settings
 from emulator.store.sqlite import FaceRow, SpaceWriter, SqliteStore, WriteDelta
+from emulator.timing import bind, count, timed
 from emulator.types import (
     ClientId,
     DeleteRequest,
@@ -104,8 +105,11 @@ class PersonsService:
     def analyze(self, images: Sequence[ImageInput]) -> list[Analysis]:
         """Detect and embed the faces of every image, spread over the cores."""
         if len(images) == 1:
-            return [self._analyze_one(images[0])]
-        return list(self._pool.map(self._analyze_one, images))
+            analyses = [self._analyze_one(images[0])]
+        else:  # bind: the worker threads record their phases into this request's timings
+            analyses = list(self._pool.map(bind(self._analyze_one), images))
+        count("faces", sum(len(a.faces) for a in analyses))
+        return analyses
 
     # --- set ---------------------------------------------------------------------------
 
@@ -142,12 +146,14 @@ class PersonsService:
         may_write = request.create_new or request.update_embedding
         if not may_write:
             matcher = _Matcher(self, self.index.get(key), None, request)
-            return RecognizeResult(tuple(matcher.run(analyses)), False)
+            with timed("match"):
+                return RecognizeResult(tuple(matcher.run(analyses)), False)
         with self.store.write(key) as writer:
             # Inside the write transaction the index is current, and stays ours until commit:
             # two requests can never hand out the same new id, nor create one face twice.
             matcher = _Matcher(self, self.index.get(key), writer, request)
-            objects = tuple(matcher.run(analyses))
+            with timed("match"):
+                objects = tuple(matcher.run(analyses))
         self.index.apply(writer.delta)
         return RecognizeResult(objects, writer.aliases_changed)
 

@@ -161,6 +161,20 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("admin_token", str, "", "The admin token for `SMARTY_ADMIN=token`."),
     Setting("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
+    Setting(
+        "log_format",
+        str,
+        "human",
+        "Log lines as `human` text or `json` (one object per line); one line per persons request, tokens redacted.",
+        choices=("human", "json"),
+    ),
+    Setting(
+        "access_log",
+        bool,
+        False,
+        "Also write uvicorn's access log (every HTTP request, query credentials redacted); "
+        "the persons requests have their own line either way.",
+    ),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -49,13 +49,16 @@ class EmulatorServer:
         runtime: Runtime = self.app.state.runtime
         return runtime
 
-    def start(self) -> EmulatorServer:
+    def start(self, wait_ready: bool = True) -> EmulatorServer:
+        """Start serving; with ``wait_ready``, also wait for the background warm-up (store open, models warm)."""
         self._thread.start()
         deadline = time.monotonic() + 60
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("emulator did not start")
             time.sleep(0.02)
+        if wait_ready and not self.runtime.ready.wait(timeout=max(0.0, deadline - time.monotonic())):
+            raise RuntimeError(f"emulator did not become ready: {self.runtime.startup_error or 'timeout'}")
         return self
 
     def stop(self) -> None:

@@ -16,9 +16,11 @@ from emulator.errors import RequestError
 from emulator.observe import ImageInfo, RequestRecord
 from emulator.runtime import Runtime
 from emulator.settings import Settings
+from emulator.timing import Recorder
 from emulator.types import ClientId
 from emulator.wire import envelope, requests
 from emulator.wire.auth import authenticate
+from emulator.wire.health import await_ready
 from emulator.wire.multipart import Part, parse_form
 
 log = logging.getLogger("emulator.requests")
@@ -76,7 +78,9 @@ def build_router(runtime: Runtime) -> APIRouter:
             started = time.perf_counter()
             settings = runtime.settings
             record = RequestRecord(method=method, client=None, started_at=time.time())
+            recorder = Recorder()  # the service's phases (decode, detect, embed, match) and face count
             try:
+                await await_ready(runtime)  # a request during the warm-up waits for it (bounded)
                 record.client = authenticate(request.query_params, runtime.directory)
                 parts = await parse_form(
                     request.headers.get("content-type"),
@@ -85,11 +89,12 @@ def build_router(runtime: Runtime) -> APIRouter:
                     max_body_bytes=settings.max_request_bytes,
                 )
                 _describe(record, parts)
-                record.body = await run_in_threadpool(handler, ClientId(record.client), parts, settings)
+                record.body = await run_in_threadpool(recorder.run, handler, ClientId(record.client), parts, settings)
                 payload = envelope.success(record.body)
             except RequestError as exc:
                 record.envelope_status, record.body = exc.status, exc.message
                 payload = envelope.error(exc.status, exc.message)
+            record.timings_ms, record.faces = recorder.timings_ms(), recorder.counts.get("faces", 0)
             record.http_status = envelope.http_status(record.envelope_status, settings.http_status)
             record.duration_ms = (time.perf_counter() - started) * 1000
             for observer in runtime.observers:
