@@ -106,7 +106,8 @@ def main() -> int:
         pairs = match(base_boxes, ours)
         min_iou = min((p[2] for p in pairs), default=float("nan"))
         min_cos = min((float(base_emb[i] @ ours[j].embedding) for i, j, _ in pairs), default=float("nan"))
-        scale, upsample = engine.detection_plan(width, height)
+        _, used = engine.detect(rgb)  # which pass answered (not timed)
+        scale, upsample = used.scale, used.upsample
         same = len(pairs) == len(base_boxes) == len(ours)
         mismatches += not same
         flag = "" if same else "  <-- DIFFERENT"

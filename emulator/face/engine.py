@@ -5,25 +5,37 @@ dlib's HOG frontal face detector, the 5-point landmark model, and the ResNet fac
 (``num_jitters=1``, chip size 150, padding 0.25). dlib types never leave this module.
 
 Detection speed vs recall (the one place we differ from ``face_recognition.face_locations(img)``, which runs HOG
-with upsample 1 on the full image, ~4x the cost of upsample 0):
+with upsample 1 on the full image, ~4x the cost of upsample 0). dlib's HOG window is 80x80 px: a scan finds faces
+from ~80 px of the scanned copy up, so the scan's resolution is the smallest face it can find. Detection runs as
+passes from coarse to fine (:meth:`DlibEngine.detection_plan`), and stops early when the faces found are large:
 
-- Small images (at most ``upsample_max_pixels`` pixels, default 640x640) are scanned exactly as
-  face_recognition does: upsample 1 on the full image. Faces down to ~40 px are found.
-- Larger images are scanned with upsample 0, on a copy downscaled so that its longer side is at most
-  ``detect_max_side`` (default 1600). Faces smaller than ~80 px in that copy are not found: ~80 px on photos up to
-  1600 px, ~190 px on a 3840 px photo. Boxes are mapped back to the original pixels, and landmarks and
-  descriptors are always computed on the full-resolution image.
+- Small images (at most ``upsample_max_pixels`` pixels, default 640x640): upsample 0 on the full image first; if
+  every face it finds is at least 2x its limit (160 px), that is the answer, else upsample 1 on the full image,
+  exactly as face_recognition does (faces down to ~40 px).
+- Larger images: upsample 0 on a copy whose longer side is ``coarse_side`` (default 640), which finds faces from
+  ~1/8 of the photo's longer side up (160 px on a 1280x720 photo). If every face it finds is at least 1.25x that
+  limit, that is the answer: the photo is a close-up, and faces much smaller than the ones found are not searched
+  (a known difference from face_recognition, which would also report a small background face). Otherwise
+  upsample 0 on a copy whose longer side is at most ``detect_max_side`` (default 1600): ~80 px faces on photos up
+  to 1600 px, ~190 px on a 3840 px photo.
 
-On every photo in ``fixtures/`` this finds the same faces as the default pipeline (``bench/compare_detection.py``).
+Boxes are mapped back to the original pixels; landmarks and descriptors are always computed on the
+full-resolution image (the descriptor of a given box is exactly face_recognition's). On every photo in
+``fixtures/`` this finds the same faces as the default pipeline (``bench/compare_detection.py``); boxes found on a
+downscaled copy differ by a few pixels, so embeddings differ slightly (cosine >= 0.98 on the fixtures).
 
-Thread safety: dlib's detector, shape predictor and network are shared per engine and guarded by one lock, so
-one image is analysed at a time per engine; decoding (Pillow) runs outside the lock. Models load once, lazily.
+Thread safety: an HOG detector keeps per-scan state, so each thread borrows its own from a free list (dlib
+releases the GIL while scanning, so detections run in parallel threads). The shape predictor is read-only and
+shared. The descriptor network keeps per-call state and dlib holds the GIL while it runs, so it is guarded by one
+lock: descriptors do not run in parallel threads (use processes, ``emulator.face.pool``). Models load once, lazily.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,6 +53,11 @@ EMBEDDING_SIZE = 128
 CHIP_SIZE = 150  # dlib's ResNet input size; the chip is cut exactly as face_recognition/dlib do
 CHIP_PADDING = 0.25
 NUM_JITTERS = 1  # face_recognition's default
+HOG_WINDOW = 80  # dlib's frontal face detector finds faces from ~80 px of the scanned image
+# A coarse pass ends detection when the smallest face it found is at least this many times the smallest face it
+# can find: faces near a scan's limit are found unreliably, so others of about their size may have been missed.
+COARSE_STOP_FACTOR = 1.25  # large images: the fine pass costs ~4-10x the coarse one
+SMALL_STOP_FACTOR = 2.0  # small images: the upsample 1 pass is cheap enough to be careful
 
 # Detector score -> confidence: logistic sigmoid(CONFIDENCE_SLOPE * score). dlib's HOG score is an SVM margin,
 # 0 at the detection threshold and ~0.5..3 for clear faces, so the mapping is monotonic with
@@ -73,9 +90,25 @@ class FaceEngine(Protocol):
 
 @dataclass
 class _Models:
-    detector: Any  # dlib.fhog_object_detector
-    predictor: Any  # dlib.shape_predictor
-    encoder: Any  # dlib.face_recognition_model_v1
+    predictor: Any  # dlib.shape_predictor (read-only, shared by threads)
+    encoder: Any  # dlib.face_recognition_model_v1 (stateful: used under the encoder lock)
+
+
+@dataclass(frozen=True)
+class DetectionPass:
+    """One HOG scan: on a copy scaled by ``scale`` (1.0 = the full image), with ``upsample`` doublings.
+
+    After a pass that is not the last, detection stops if it found faces and the smallest is at least
+    ``stop_factor`` times :meth:`min_face_side`.
+    """
+
+    scale: float
+    upsample: int
+    stop_factor: float = COARSE_STOP_FACTOR
+
+    def min_face_side(self) -> float:
+        """The smallest face (original pixels) this pass finds."""
+        return HOG_WINDOW / (self.scale * 2**self.upsample)
 
 
 class DlibEngine:
@@ -84,10 +117,12 @@ class DlibEngine:
     Parameters:
         max_width, max_height: largest accepted upright image (the service's limit, 3840x2160).
         min_side: smallest accepted side (5).
-        upsample_max_pixels: images with at most this many pixels are scanned with upsample 1 on the full image,
-            exactly like face_recognition (finds faces down to ~40 px, ~4x slower per pixel). Default 640*640.
-        detect_max_side: larger images are scanned with upsample 0 on a copy whose longer side is at most this
-            (faces below ~80 px in that copy are missed). Larger is slower and finds smaller faces.
+        upsample_max_pixels: images with at most this many pixels are scanned on the full image, with upsample 1
+            (like face_recognition: faces down to ~40 px, ~4x slower) unless upsample 0 finds a large face.
+        coarse_side: larger images are first scanned with upsample 0 on a copy whose longer side is this; any face
+            found there ends detection.
+        detect_max_side: if the coarse scan finds nothing, a copy whose longer side is at most this is scanned
+            with upsample 0 (faces below ~80 px in that copy are missed). Larger is slower, finds smaller faces.
     """
 
     def __init__(
@@ -97,16 +132,20 @@ class DlibEngine:
         max_height: int = 2160,
         min_side: int = 5,
         upsample_max_pixels: int = 640 * 640,
+        coarse_side: int = 640,
         detect_max_side: int = 1600,
     ) -> None:
         self.max_width = max_width
         self.max_height = max_height
         self.min_side = min_side
         self.upsample_max_pixels = upsample_max_pixels
+        self.coarse_side = coarse_side
         self.detect_max_side = detect_max_side
         self._models: _Models | None = None
         self._load_lock = threading.Lock()
-        self._run_lock = threading.Lock()
+        self._encoder_lock = threading.Lock()
+        self._free_detectors: list[Any] = []  # dlib.fhog_object_detector, one per concurrent scan
+        self._detectors_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -116,14 +155,15 @@ class DlibEngine:
 
     def warm_up(self) -> None:
         """Load the models and run detection, landmarks and one descriptor on a synthetic image."""
+        import dlib
+
         models = self._get_models()
         rgb = _synthetic_image(200)
-        with self._run_lock:
-            import dlib
-
-            models.detector.run(rgb, 1, 0.0)
-            shape = models.predictor(rgb, dlib.rectangle(50, 50, 149, 149))
-            chip = dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        with self._detector() as detector:
+            detector.run(rgb, 1, 0.0)
+        shape = models.predictor(rgb, dlib.rectangle(50, 50, 149, 149))
+        chip = dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        with self._encoder_lock:
             models.encoder.compute_face_descriptor(chip, NUM_JITTERS)
 
     def _get_models(self) -> _Models:
@@ -136,11 +176,27 @@ class DlibEngine:
 
                 paths = model_paths()
                 self._models = _Models(
-                    detector=dlib.get_frontal_face_detector(),
                     predictor=dlib.shape_predictor(str(paths.shape_predictor)),
                     encoder=dlib.face_recognition_model_v1(str(paths.face_recognition)),
                 )
+                with self._detectors_lock:
+                    self._free_detectors.append(dlib.get_frontal_face_detector())
             return self._models
+
+    @contextmanager
+    def _detector(self) -> Iterator[Any]:
+        """Borrow an HOG detector for one scan (a new one, ~0.1 s to build, when all are in use)."""
+        with self._detectors_lock:
+            detector = self._free_detectors.pop() if self._free_detectors else None
+        if detector is None:
+            import dlib
+
+            detector = dlib.get_frontal_face_detector()
+        try:
+            yield detector
+        finally:
+            with self._detectors_lock:
+                self._free_detectors.append(detector)
 
     # -- analysis --------------------------------------------------------------------------------------------
 
@@ -157,44 +213,36 @@ class DlibEngine:
         """Like ``analyze`` for an already decoded upright HxWx3 uint8 RGB array."""
         models = self._get_models()
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-        with self._run_lock:
-            with timed("detect"):
-                detections = self._detect(models, rgb)
-            with timed("embed"):  # landmarks, chip, descriptor, quality
-                faces = [self._describe(models, rgb, rect, score) for rect, score in detections]
+        with timed("detect"):
+            detections, _ = self.detect(rgb)
+        with timed("embed"):  # landmarks, chip, descriptor, quality
+            faces = [self._describe(models, rgb, rect, score) for rect, score in detections]
         faces.sort(key=lambda face: (face.box[0], face.box[1]))
         return faces
 
-    def detection_plan(self, width: int, height: int) -> tuple[float, int]:
-        """The (scale, upsample) used to scan an image of this size; scale 1.0 means the full image."""
+    def detection_plan(self, width: int, height: int) -> tuple[DetectionPass, ...]:
+        """The passes, coarse to fine, that scan an image of this size (see the module docstring)."""
         if width * height <= self.upsample_max_pixels:
-            return 1.0, 1
+            return (DetectionPass(1.0, 0, stop_factor=SMALL_STOP_FACTOR), DetectionPass(1.0, 1))
         longest = max(width, height)
-        scale = min(1.0, self.detect_max_side / longest)
-        return scale, 0
+        fine = DetectionPass(min(1.0, self.detect_max_side / longest), 0)
+        coarse_scale = self.coarse_side / longest
+        if coarse_scale <= 0.75 * fine.scale:  # else the coarse scan would cost nearly as much as the fine one
+            return (DetectionPass(coarse_scale, 0), fine)
+        return (fine,)
 
-    def _detect(self, models: _Models, rgb: np.ndarray) -> list[tuple[dlib.rectangle, float]]:
-        import dlib
-
+    def detect(self, rgb: np.ndarray) -> tuple[list[tuple[dlib.rectangle, float]], DetectionPass]:
+        """Face boxes (original pixels) and HOG scores of an RGB array, and the pass that produced them."""
         height, width = rgb.shape[:2]
-        scale, upsample = self.detection_plan(width, height)
-        if scale < 1.0:
-            small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            small = np.asarray(Image.fromarray(rgb).resize(small_size, Image.Resampling.BILINEAR))
-            rects, scores, _ = models.detector.run(np.ascontiguousarray(small), upsample, 0.0)
-            sx, sy = width / small_size[0], height / small_size[1]
-            mapped = [
-                dlib.rectangle(
-                    round(r.left() * sx),
-                    round(r.top() * sy),
-                    round((r.right() + 1) * sx) - 1,
-                    round((r.bottom() + 1) * sy) - 1,
-                )
-                for r in rects
-            ]
-            return list(zip(mapped, scores, strict=True))
-        rects, scores, _ = models.detector.run(rgb, upsample, 0.0)
-        return list(zip(rects, scores, strict=True))
+        plan = self.detection_plan(width, height)
+        with self._detector() as detector:
+            for number, scan in enumerate(plan, start=1):
+                found = _scan(detector, rgb, scan)
+                if number == len(plan) or (
+                    found and min(rect.width() for rect, _ in found) >= scan.stop_factor * scan.min_face_side()
+                ):
+                    return found, scan
+        raise AssertionError("a detection plan has at least one pass")
 
     def _describe(self, models: _Models, rgb: np.ndarray, rect: dlib.rectangle, score: float) -> Face:
         import dlib
@@ -203,7 +251,9 @@ class DlibEngine:
         shape = models.predictor(rgb, rect)
         # Same as compute_face_descriptor(rgb, shape, num_jitters): dlib cuts this very chip internally.
         chip = dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
-        descriptor = np.asarray(models.encoder.compute_face_descriptor(chip, NUM_JITTERS), dtype=np.float64)
+        with self._encoder_lock:
+            raw = models.encoder.compute_face_descriptor(chip, NUM_JITTERS)
+        descriptor = np.asarray(raw, dtype=np.float64)
         norm = float(np.linalg.norm(descriptor))
         embedding = (descriptor / norm if norm > 0 else descriptor).astype(np.float32)
         box = (
@@ -220,6 +270,30 @@ class DlibEngine:
             awesomeness=face_quality(np.asarray(chip), box_side=min(box[2] - box[0], box[3] - box[1])),
             landmarks=landmarks,
         )
+
+
+def _scan(detector: Any, rgb: np.ndarray, scan: DetectionPass) -> list[tuple[dlib.rectangle, float]]:
+    """Run one HOG pass; boxes are mapped back to ``rgb``'s pixels."""
+    import dlib
+
+    if scan.scale >= 1.0:
+        rects, scores, _ = detector.run(rgb, scan.upsample, 0.0)
+        return list(zip(rects, scores, strict=True))
+    height, width = rgb.shape[:2]
+    small_size = (max(1, round(width * scan.scale)), max(1, round(height * scan.scale)))
+    small = np.asarray(Image.fromarray(rgb).resize(small_size, Image.Resampling.BILINEAR))
+    rects, scores, _ = detector.run(np.ascontiguousarray(small), scan.upsample, 0.0)
+    sx, sy = width / small_size[0], height / small_size[1]
+    mapped = [
+        dlib.rectangle(
+            round(r.left() * sx),
+            round(r.top() * sy),
+            round((r.right() + 1) * sx) - 1,
+            round((r.bottom() + 1) * sy) - 1,
+        )
+        for r in rects
+    ]
+    return list(zip(mapped, scores, strict=True))
 
 
 def score_to_confidence(score: float) -> float:
