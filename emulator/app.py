@@ -16,6 +16,7 @@ from emulator.metrics import Metrics
 from emulator.runtime import Runtime
 from emulator.settings import Settings
 from emulator.store.sqlite import SqliteStore
+from emulator.wire.admin import build_admin_router
 from emulator.wire.health import build_health_router
 from emulator.wire.metrics import build_metrics_router
 from emulator.wire.routes import build_router
@@ -52,6 +53,7 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app.include_router(build_router(runtime))
     app.include_router(build_health_router(runtime))
     app.include_router(build_metrics_router(metrics))
+    app.include_router(build_admin_router(runtime))
     return app
 
 

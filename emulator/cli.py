@@ -26,8 +26,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="Serve the API (the default command).")
     _add_setting_flags(serve)
-    serve.add_argument("--workers", type=int, default=None, help="Worker processes [env SMARTY_WORKERS, default 1].")
     commands.add_parser("settings", help="Print the settings table (Markdown).")
+    export = commands.add_parser("export", help="Write a snapshot of everything, a client or a space to a file.")
+    export.add_argument("file", help="Snapshot file to write (`-`: standard output; `.gz`: compressed).")
+    export.add_argument("--client", default=None, help="Only this client.")
+    export.add_argument("--space", type=int, default=None, help="Only this space of --client.")
+    _add_setting_flags(export)
+    restore = commands.add_parser("import", help="Load a snapshot file into the database.")
+    restore.add_argument("file", help="Snapshot file to read (`-`: standard input).")
+    restore.add_argument(
+        "--mode",
+        choices=("replace", "merge"),
+        default="replace",
+        help="replace: empty the snapshot's scope first; merge: add to what is there [default replace].",
+    )
+    _add_setting_flags(restore)
+    seed = commands.add_parser("seed", help="Add persons from a directory of photos or a snapshot file (idempotent).")
+    seed.add_argument("source", help="A directory <space>/<person_id>/*.jpg (maybe under <client>/), or a snapshot.")
+    _add_setting_flags(seed)
     return parser
 
 
@@ -43,13 +59,12 @@ def serve(args: argparse.Namespace) -> int:
     # Workers are separate processes: hand them the settings through the environment.
     for setting in SETTINGS:
         os.environ[setting.env] = str(settings.values[setting.name])
-    workers = args.workers if args.workers is not None else int(os.environ.get("SMARTY_WORKERS", "1"))
     uvicorn.run(
         "emulator.app:app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=workers,
+        workers=settings.workers,
         log_level=settings.log_level,
         access_log=False,  # the emulator logs one line per request itself, without the query
     )
@@ -65,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(markdown_table())
             return 0
+        if args.command in ("export", "import", "seed"):
+            from emulator import state_commands
+
+            return state_commands.run(args.command, args, load_settings(args))
         if args.command in (None, "serve"):
             if args.command is None:
                 args = parser.parse_args(["serve", *(argv or sys.argv[1:])])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from emulator.face.engine import FaceEngine
 from emulator.observe import Observer
+from emulator.seed import seed_at_startup
 from emulator.service import PersonsService
 from emulator.settings import Settings, parse_clients
 from emulator.store.sqlite import SqliteStore
@@ -46,6 +48,14 @@ class Runtime:
                 self.startup.add("models")
             self.engine.warm_up()  # loads the models if not yet, and runs one detection
             self.startup.update(("models", "warm-up"))
+            if self.settings.seed:  # SMARTY_SEED: applied once per start, before readiness
+                seed_at_startup(
+                    self.store,
+                    self.engine,
+                    Path(self.settings.seed),
+                    max_faces_per_space=self.settings.max_faces_per_space,
+                    on_write=self.service.index.apply,
+                )
         except Exception as exc:
             self.startup_error = f"{type(exc).__name__}: {exc}"
             raise

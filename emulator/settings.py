@@ -97,6 +97,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", int, 8080, "Port to listen on.", minimum=0, maximum=65535),
     Setting("data_dir", Path, Path("data"), "Directory of the SQLite database (created if missing)."),
     Setting(
+        "workers",
+        int,
+        1,
+        "Worker processes of `serve`. They share the database: a write through one is seen by all on their next "
+        "request.",
+        minimum=1,
+    ),
+    Setting(
+        "seed",
+        str,
+        "",
+        "Seed at startup, before the server is ready: a directory `<space>/<person_id>/*.jpg` (optionally under "
+        "`<client>/`) or a snapshot file (merged). Idempotent: what is already stored is skipped.",
+    ),
+    Setting(
         "match_threshold",
         float,
         0.93,

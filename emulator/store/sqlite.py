@@ -135,6 +135,7 @@ class SpaceWriter:
         kind: str,
         meta: dict[str, Any] | None = None,
         thumbnail: bytes | None = None,
+        created_at: float | None = None,
     ) -> int:
         cursor = self._conn.execute(
             "INSERT INTO faces (client, space, person_id, kind, embedding, created_at, meta, thumbnail)"
@@ -145,7 +146,7 @@ class SpaceWriter:
                 person_id,
                 kind,
                 embedding_to_blob(embedding),
-                time.time(),
+                time.time() if created_at is None else created_at,
                 json.dumps(meta or {}, ensure_ascii=False),
                 thumbnail,
             ),
@@ -185,6 +186,33 @@ class SpaceWriter:
         self._conn.execute(f"DELETE FROM alias_pairs WHERE {where}", args)
         self.delta.cleared = True
         return int(removed)
+
+    def person_sha256s(self, person_id: int) -> set[str]:
+        """The ``sha256`` of every stored photo of a person (from each face's meta)."""
+        where, args = self._where
+        rows = self._conn.execute(
+            f"SELECT json_extract(meta, '$.sha256') FROM faces WHERE {where} AND person_id = ?", args + (person_id,)
+        )
+        return {r[0] for r in rows if isinstance(r[0], str)}
+
+    def has_embedding(self, person_id: int, embedding: np.ndarray) -> bool:
+        """True if the person already holds exactly this embedding (bit for bit)."""
+        where, args = self._where
+        row = self._conn.execute(
+            f"SELECT 1 FROM faces WHERE {where} AND person_id = ? AND embedding = ? LIMIT 1",
+            args + (person_id, embedding_to_blob(embedding)),
+        ).fetchone()
+        return row is not None
+
+    def add_alias_pair(self, low: int, high: int) -> None:
+        """Restore a remembered alias pair (snapshots)."""
+        low, high = sorted((low, high))
+        cursor = self._conn.execute(
+            "INSERT OR IGNORE INTO alias_pairs (client, space, low, high) VALUES (?, ?, ?, ?)",
+            (self.key.client, self.key.space, low, high),
+        )
+        if cursor.rowcount > 0:
+            self.aliases_changed = True
 
     def record_alias_pairs(self, person_id: int, aliases: Sequence[int]) -> bool:
         """Remember that ``person_id`` was reported with ``aliases``; True if any pair is new."""

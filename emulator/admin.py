@@ -1,0 +1,100 @@
+"""What the admin API shows and does, without HTTP: list clients, spaces and persons, show a
+person's photos, and reset state. Not part of the real service.
+
+Writes go through :meth:`SqliteStore.write`, so they bump the space's generation and every
+worker process notices them on its next request; ``on_write`` lets this process's index
+follow at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.store import inventory
+from emulator.store.sqlite import SqliteStore, WriteDelta
+from emulator.types import ClientId, SpaceKey
+
+OnWrite = Callable[[WriteDelta], None]
+
+
+@dataclass(frozen=True)
+class PhotoInfo:
+    """One stored embedding of a person, as the admin API shows it (never the embedding itself)."""
+
+    face_id: int
+    kind: str  # set | created | learned
+    created_at: float
+    name: str | None
+    sha256: str | None
+    coord: list[int] | None
+    has_thumbnail: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "face_id": self.face_id,
+            "kind": self.kind,
+            "created_at": self.created_at,
+            "name": self.name,
+            "sha256": self.sha256,
+            "coord": self.coord,
+            "has_thumbnail": self.has_thumbnail,
+        }
+
+
+def clients_overview(store: SqliteStore) -> list[dict[str, Any]]:
+    """Every client with its non-empty spaces and their person and face counts."""
+    clients: dict[str, list[dict[str, int]]] = {}
+    for counts in inventory.space_counts(store):
+        clients.setdefault(counts.key.client, []).append(
+            {"space": counts.key.space, "persons": counts.persons, "faces": counts.faces}
+        )
+    return [{"client": client, "spaces": spaces} for client, spaces in clients.items()]
+
+
+def persons(store: SqliteStore, key: SpaceKey) -> list[dict[str, int]]:
+    """The persons of a space with how many embeddings each holds (of any kind)."""
+    return [{"person_id": p, "photos": n} for p, n in inventory.person_photo_counts(store, key)]
+
+
+def person_photos(store: SqliteStore, key: SpaceKey, person_id: int) -> list[PhotoInfo] | None:
+    """A person's photos, oldest first; ``None`` if the space has no such person."""
+    faces = inventory.person_faces(store, key, person_id)
+    if not faces:
+        return None
+    photos = []
+    for face in faces:
+        coord = face.meta.get("coord")
+        photos.append(
+            PhotoInfo(
+                face_id=face.face_id,
+                kind=face.kind,
+                created_at=face.created_at,
+                name=face.meta.get("name") if isinstance(face.meta.get("name"), str) else None,
+                sha256=face.meta.get("sha256") if isinstance(face.meta.get("sha256"), str) else None,
+                coord=[int(c) for c in coord] if isinstance(coord, list) else None,
+                has_thumbnail=face.thumbnail is not None,
+            )
+        )
+    return photos
+
+
+def reset(
+    store: SqliteStore, client: ClientId | None = None, space: int | None = None, on_write: OnWrite | None = None
+) -> list[SpaceKey]:
+    """Empty every space (of ``client``; only ``space`` of it, if given), as truncate does.
+
+    Each space is emptied in its own transaction. Spaces keep their generation rows, so a
+    worker holding an old index always sees a newer generation (never the same number again).
+    """
+    if space is not None and client is None:
+        raise ValueError("a space can only be reset together with its client")
+    emptied = []
+    for key in inventory.space_keys(store, client, space):
+        with store.write(key) as writer:
+            writer.truncate()
+        if on_write is not None:
+            on_write(writer.delta)
+        emptied.append(key)
+    return emptied

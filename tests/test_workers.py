@@ -1,0 +1,106 @@
+"""Two real worker processes share one database: a write through one is seen by the other at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import pytest
+
+from emulator.store.sqlite import SqliteStore
+from emulator.types import ClientId, SpaceKey
+from emulator.wire.admin import WORKER_HEADER
+from tests import persons_client as api
+from tests.emulator_process import EmulatorProcess
+from tests.emulator_server import fixture
+
+OBAMA, OBAMA_OTHER = fixture("people/obama/obama.jpg"), fixture("people/obama/obama2.jpg")
+BIDEN, BIDEN_OTHER = fixture("people/biden/biden.jpg"), fixture("people/biden/biden2.jpg")
+MAX_CONNECTIONS = 40
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    server = EmulatorProcess(tmp_path_factory.mktemp("workers") / "data", workers=2).start()
+    yield server
+    server.stop()
+
+
+def _worker_of(http: httpx.Client) -> int:
+    """The pid of the worker behind this client's (kept-alive) connection."""
+    response = http.get("/emulator/clients")
+    assert response.status_code == 200
+    return int(response.headers[WORKER_HEADER])
+
+
+def _one_connection(base_url: str) -> httpx.Client:
+    return httpx.Client(base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=1))
+
+
+def _connections_to_two_workers(base_url: str) -> tuple[httpx.Client, httpx.Client]:
+    """Open connections until two of them reach different worker processes."""
+    first = _one_connection(base_url)
+    pid_first = _worker_of(first)
+    for _ in range(MAX_CONNECTIONS):
+        other = _one_connection(base_url)
+        if _worker_of(other) != pid_first:
+            return first, other
+        other.close()
+    raise AssertionError(f"{MAX_CONNECTIONS} connections all reached worker {pid_first}")
+
+
+def test_set_through_one_worker_is_recognized_through_the_other(two_workers: EmulatorProcess) -> None:
+    a, b = _connections_to_two_workers(two_workers.base_url)
+    with closing(a), closing(b):
+        pid_a, pid_b = _worker_of(a), _worker_of(b)
+        assert pid_a != pid_b
+        # Worker B builds its index of the space first, so it must notice A's write (not load it cold).
+        assert api.tags(api.recognize(b, 0, OBAMA_OTHER, update_embedding=False)) == ["undefined"]
+
+        assert api.set_photos(a, 0, 1, [OBAMA]) == [{"status": 0, "name": "f0"}]
+        assert api.tags(api.recognize(b, 0, OBAMA_OTHER, update_embedding=False)) == ["person1"]
+
+        assert api.set_photos(b, 0, 2, [BIDEN]) == [{"status": 0, "name": "f0"}]
+        assert api.tags(api.recognize(a, 0, BIDEN_OTHER, update_embedding=False)) == ["person2"]
+
+        # create_new through B hands out the next id; A sees the new person on its next request.
+        created = api.recognize(b, 0, fixture("people/kit_harington/john1.jpeg"), create_new=True)
+        assert api.tags(created) == ["person3"]
+        assert api.tags(api.recognize(a, 0, fixture("people/kit_harington/john2.jpeg"))) == ["person3"]
+
+        api.delete(a, 0, [1])
+        assert api.tags(api.recognize(b, 0, OBAMA_OTHER, update_embedding=False)) == ["undefined"]
+        api.truncate(b, 0)
+        assert api.tags(api.recognize(a, 0, BIDEN_OTHER, update_embedding=False)) == ["undefined"]
+
+        # Each connection stayed with its worker the whole time.
+        assert (_worker_of(a), _worker_of(b)) == (pid_a, pid_b)
+
+
+def test_the_admin_api_of_each_worker_sees_the_others_writes(two_workers: EmulatorProcess) -> None:
+    a, b = _connections_to_two_workers(two_workers.base_url)
+    with closing(a), closing(b):
+        api.set_photos(a, 5, 7, [OBAMA, OBAMA_OTHER])
+        persons = b.get("/emulator/clients/default/spaces/5/persons").json()["persons"]
+        assert persons == [{"person_id": 7, "photos": 2}]
+        assert b.post("/emulator/reset", json={"client": "default", "space": 5}).status_code == 200
+        assert api.tags(api.recognize(a, 5, OBAMA, update_embedding=False)) == ["undefined"]
+        assert a.get("/emulator/clients/default/spaces/5/persons").json()["persons"] == []
+
+
+def test_every_write_bumps_the_space_generation(two_workers: EmulatorProcess) -> None:
+    """The counter other workers compare on each request lives in the shared database."""
+    store = SqliteStore(Path(two_workers.data_dir))
+    key = SpaceKey(ClientId("default"), 6)
+    with httpx.Client(base_url=two_workers.base_url, timeout=60) as http:
+        before = store.generation(key)
+        api.set_photos(http, 6, 1, [BIDEN])
+        after_set = store.generation(key)
+        api.recognize(http, 6, BIDEN, update_embedding=False)  # a read: no bump
+        after_read = store.generation(key)
+        api.truncate(http, 6)
+        after_truncate = store.generation(key)
+    store.close()
+    assert before < after_set == after_read < after_truncate
