@@ -59,15 +59,20 @@ def serve(args: argparse.Namespace) -> int:
     # Workers are separate processes: hand them the settings through the environment.
     for setting in SETTINGS:
         os.environ[setting.env] = str(settings.values[setting.name])
-    uvicorn.run(
-        "emulator.app:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,  # the emulator logs one line per request itself, without the query
-    )
+    from emulator import logs
+    from emulator.metrics import multiprocess_dir
+
+    with multiprocess_dir(settings.workers):  # several workers share their metrics through files
+        uvicorn.run(
+            "emulator.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            log_config=logs.logging_config(settings),  # every line redacted (tokens), human or JSON
+            access_log=settings.access_log,  # off by default: persons requests have their own line, without query
+        )
     return 0
 
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -123,3 +126,23 @@ class Metrics:
         MultiProcessCollector(registry, path=self.multiprocess_dir)
         registry.register(self._sizes_collector)
         return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+@contextmanager
+def multiprocess_dir(workers: int) -> Iterator[str | None]:
+    """For several workers, a fresh ``PROMETHEUS_MULTIPROC_DIR`` while the block runs, removed afterwards.
+
+    A directory the environment already names is used as it is (and kept). Must be entered before any worker
+    process starts: prometheus-client picks its storage when it is first imported.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if workers <= 1 or given:
+        yield given
+        return
+    path = tempfile.mkdtemp(prefix="smarty-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,117 @@
+"""The settings table is the single source of truth: README, CLI flags, environment, validation."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emulator.cli import build_parser
+from emulator.settings import SETTINGS, Setting, Settings, SettingsError, markdown_table
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"<!-- settings-table:start -->\n(.*?)\n<!-- settings-table:end -->", re.DOTALL)
+
+# A valid value, different from the default, for every type of setting.
+SAMPLE: dict[type, str] = {int: "7", float: "0.5", bool: "true", str: "x", Path: "some/dir"}
+
+
+def sample(setting: Setting) -> str:
+    if setting.choices:
+        return next(c for c in setting.choices if c != setting.default)
+    if setting.name == "clients":
+        return "shop=token-a"
+    if setting.name == "oauth_clients":
+        return "shop=id:secret"
+    if setting.name == "port":
+        return "8123"
+    if setting.type in (int, float):  # the first candidate within the setting's bounds
+        candidates = [SAMPLE[setting.type], "0.75", str(setting.default + 1), str(setting.default - 1)]
+        for raw in candidates:
+            try:
+                if setting.parse(raw) != setting.default:
+                    return raw
+            except SettingsError:
+                continue
+    return SAMPLE[setting.type]
+
+
+def test_readme_settings_table_is_the_generated_one() -> None:
+    match = BLOCK.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert match, "README.md has no settings-table block"
+    assert match.group(1) == markdown_table(), "README settings table is stale: run `python -m emulator settings`"
+
+
+def test_settings_command_prints_the_table() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "emulator", "settings"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == markdown_table()
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=[s.name for s in SETTINGS])
+def test_every_setting_is_a_flag_and_an_environment_variable(setting: Setting) -> None:
+    value = sample(setting)
+    expected = setting.parse(value)
+    assert expected != setting.default
+    env = {setting.env: value}
+    if setting.name == "admin" and value == "token":
+        env["SMARTY_ADMIN_TOKEN"] = "t"
+    assert getattr(Settings.from_sources(env), setting.name) == expected
+    args = build_parser().parse_args(["serve", setting.flag, value])
+    overrides = {setting.name: getattr(args, setting.name)}
+    env.pop(setting.env)
+    assert getattr(Settings.from_sources(env, overrides), setting.name) == expected
+    # The flag wins over the environment.
+    flag_wins = Settings.from_sources({**env, setting.env: str(setting.default)}, overrides)
+    assert getattr(flag_wins, setting.name) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SMARTY_PORT": "abc"}, "SMARTY_PORT='abc': expected a whole number"),
+        ({"SMARTY_PORT": "70000"}, "SMARTY_PORT='70000': must be at most 65535"),
+        ({"SMARTY_LOG_FORMAT": "xml"}, "SMARTY_LOG_FORMAT='xml': expected one of human, json"),
+        ({"SMARTY_ACCESS_LOG": "maybe"}, "SMARTY_ACCESS_LOG='maybe': expected true or false"),
+    ],
+)
+def test_a_wrong_value_names_the_setting(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_sources(env)
+    assert str(caught.value) == message
+
+
+def test_serve_with_a_wrong_value_fails_fast_with_a_clear_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTY_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "emulator", "serve", "--port", "abc", "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "smarty-emulator: SMARTY_PORT='abc': expected a whole number"
+    assert not (tmp_path / "data").exists()  # nothing was started
+
+
+def test_serve_with_a_wrong_environment_variable_fails_fast(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTY_")}
+    env["SMARTY_LOG_FORMAT"] = "xml"
+    done = subprocess.run(
+        [sys.executable, "-m", "emulator", "serve", "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "smarty-emulator: SMARTY_LOG_FORMAT='xml': expected one of human, json"
