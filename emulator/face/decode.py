@@ -78,9 +78,29 @@ def decode_image(data: bytes, *, max_width: int, max_height: int, min_side: int 
         img.close()
 
 
-def _decode_opened(img: Image.Image, *, max_width: int, max_height: int, min_side: int) -> np.ndarray:
-    if img.format not in ACCEPTED_FORMATS:
-        raise UnknownImageType()
+def check_dimensions(data: bytes, *, max_width: int, max_height: int, min_side: int) -> None:
+    """Refuse an image whose (upright) size is outside the limits, from its header alone (no pixel decoded).
+
+    Bytes that are not an accepted image pass: :func:`decode_image` reports those. The service calls this with
+    the live settings before the engine decodes, so a pixel limit changed at run time applies at once.
+    """
+    if not data:
+        return
+    try:
+        img = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+    except Image.DecompressionBombError:
+        raise _too_large_from_header(data, max_width, max_height) from None
+    except Exception:  # noqa: BLE001 - not an image: decode_image words that
+        return
+    try:
+        if img.format in ACCEPTED_FORMATS:
+            _checked_orientation(img, max_width=max_width, max_height=max_height, min_side=min_side)
+    finally:
+        img.close()
+
+
+def _checked_orientation(img: Image.Image, *, max_width: int, max_height: int, min_side: int) -> int:
+    """Check the size (stored, then upright) against the limits; return the EXIF orientation."""
     stored_w, stored_h = img.size
     # 1) Header-only check that holds for either orientation: nothing larger than the limits is ever decoded.
     #    (An image that fits neither way is reported with its stored size: its orientation is not read yet.)
@@ -94,6 +114,14 @@ def _decode_opened(img: Image.Image, *, max_width: int, max_height: int, min_sid
     orientation = _orientation(img)
     upright_w, upright_h = (stored_h, stored_w) if orientation in _SWAPS_SIDES else (stored_w, stored_h)
     _check_size(upright_w, upright_h, max_width=max_width, max_height=max_height, min_side=min_side)
+    return orientation
+
+
+def _decode_opened(img: Image.Image, *, max_width: int, max_height: int, min_side: int) -> np.ndarray:
+    if img.format not in ACCEPTED_FORMATS:
+        raise UnknownImageType()
+    orientation = _checked_orientation(img, max_width=max_width, max_height=max_height, min_side=min_side)
+    upright_w, upright_h = (img.height, img.width) if orientation in _SWAPS_SIDES else img.size
     # 3) Pixels.
     try:
         img.load()
