@@ -2,4 +2,5 @@
 
 from emulator.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # worker processes (spawn, forkserver) import this module again: do not serve there
+    raise SystemExit(main())

@@ -17,9 +17,12 @@ from emulator.runtime import Runtime
 from emulator.settings import Settings
 from emulator.store.sqlite import SqliteStore
 from emulator.wire.admin import build_admin_router
+from emulator.wire.fault_hook import keep_raw_send
 from emulator.wire.health import build_health_router
 from emulator.wire.metrics import build_metrics_router
+from emulator.wire.oauth_route import build_oauth_router
 from emulator.wire.routes import build_router
+from emulator.wire.testing_aids import build_testing_router
 
 log = logging.getLogger("emulator.app")
 WARM_UP_JOIN_SECONDS = 30.0
@@ -51,6 +54,9 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app.state.runtime = runtime
     app.state.metrics = metrics
     app.include_router(build_router(runtime))
+    app.include_router(build_oauth_router(runtime))
+    app.include_router(build_testing_router(runtime))
+    keep_raw_send(app)  # lets the "drop" fault close a connection without a response
     app.include_router(build_health_router(runtime))
     app.include_router(build_metrics_router(metrics))
     app.include_router(build_admin_router(runtime))

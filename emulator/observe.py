@@ -31,6 +31,7 @@ class RequestRecord:
     http_status: int = 200
     duration_ms: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)  # e.g. decode, detect, embed, match
+    faults: list[str] = field(default_factory=list)  # fault rules that fired ("kind#id", emulator.faults)
     faces: int = 0  # faces detected in the request's images
 
     @property

@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emulator.face.engine import FaceEngine
+from emulator.faults import FaultInjector
+from emulator.journal import Journal
+from emulator.oauth import TokenIssuer, load_or_create_secret
 from emulator.observe import Observer
 from emulator.seed import seed_at_startup
 from emulator.service import PersonsService
-from emulator.settings import Settings, parse_clients
+from emulator.settings import Settings, parse_clients, parse_oauth_clients
 from emulator.store.sqlite import SqliteStore
 from emulator.wire.auth import TokenDirectory
 
@@ -24,6 +27,9 @@ class Runtime:
     store: SqliteStore
     service: PersonsService = field(init=False)
     directory: TokenDirectory = field(init=False)
+    oauth: TokenIssuer = field(init=False)
+    faults: FaultInjector = field(default_factory=FaultInjector)
+    journal: Journal = field(init=False)
     ready: threading.Event = field(default_factory=threading.Event)
     startup: set[str] = field(default_factory=set)  # done so far: "store", "models", "warm-up"
     startup_error: str | None = None
@@ -31,7 +37,16 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.service = PersonsService(self.engine, self.store, lambda: self.settings)
-        self.directory = TokenDirectory(parse_clients(self.settings.clients))
+        service_clients = parse_clients(self.settings.clients)
+        self.oauth = TokenIssuer(
+            parse_oauth_clients(self.settings.oauth_clients),
+            lambda: load_or_create_secret(self.store.data_dir),
+            lambda: int(self.settings.token_lifetime),
+            open_allowed=not service_clients,
+        )
+        self.directory = TokenDirectory(service_clients, self.oauth)
+        self.journal = Journal(int(self.settings.journal_size))
+        self.observers.append(self.journal)
 
     def start(self) -> None:
         """Open and migrate the store, then load and warm the models (blocking).

@@ -32,8 +32,11 @@ import numpy as np
 from emulator import errors
 from emulator.attributes import synthetic_attributes
 from emulator.errors import ObjectError
-from emulator.face.decode import ImageError
+from emulator.face.cache import FaceCache, image_key
+from emulator.face.decode import ImageError, check_dimensions
 from emulator.face.engine import Face, FaceEngine
+from emulator.face.pool import AnalyzePool
+from emulator.face.thumbnail import face_thumbnail
 from emulator.index import IndexCache, SpaceIndex
 from emulator.settings import Settings
 from emulator.store.sqlite import FaceRow, SpaceWriter, SqliteStore, WriteDelta
@@ -80,7 +83,15 @@ class PersonsService:
         self.store = store
         self.index = IndexCache(store)
         self._settings = settings
-        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="analyze")
+        workers = self.settings.analyze_workers or os.cpu_count() or 1
+        self._workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analyze")
+        # Processes for many-image requests, when the engine can be rebuilt in a worker (the real one can).
+        options = getattr(engine, "options", None)
+        self._engine_options: dict[str, object] = dict(options()) if callable(options) else {}
+        self.processes = AnalyzePool(workers, self._engine_options) if workers > 1 and callable(options) else None
+        self.cache = FaceCache(self.settings.cache_size)
+        self._cache_scope = tuple(sorted(self._engine_options.items())) or repr(engine)
 
     @property
     def settings(self) -> Settings:
@@ -88,6 +99,8 @@ class PersonsService:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.processes is not None:
+            self.processes.close()
 
     # --- images ------------------------------------------------------------------------
 
@@ -98,29 +111,76 @@ class PersonsService:
                 image, error=ObjectError(f"image is too large: {image.size} bytes, the limit is {limit} bytes")
             )
         try:
+            live = self.settings  # pixel limits may change at run time: checked here, from the header only
+            check_dimensions(
+                image.data,
+                max_width=live.max_image_width,
+                max_height=live.max_image_height,
+                min_side=live.min_image_side,
+            )
             return Analysis(image, faces=tuple(self.engine.analyze(image.data)))
         except ImageError as exc:
             return Analysis(image, error=ObjectError(exc.message))
 
     def analyze(self, images: Sequence[ImageInput]) -> list[Analysis]:
-        """Detect and embed the faces of every image, spread over the cores."""
-        if len(images) == 1:
-            analyses = [self._analyze_one(images[0])]
-        else:  # bind: the worker threads record their phases into this request's timings
-            analyses = list(self._pool.map(bind(self._analyze_one), images))
-        count("faces", sum(len(a.faces) for a in analyses))
-        return analyses
+        """Detect and embed the faces of every image: from the cache, else spread over the cores.
+
+        Images not in the cache are analysed in this thread when there is one, in the worker processes when
+        there are several (``analyze_workers`` > 1 and a real engine), else in a thread pool.
+        """
+        cache = self.cache
+        if cache.capacity != self.settings.cache_size:  # a live setting
+            cache.resize(self.settings.cache_size)
+        analyses: list[Analysis | None] = [None] * len(images)
+        keys: list[object] = [None] * len(images)
+        todo: list[int] = []
+        for i, image in enumerate(images):
+            if image.data is not None and cache.capacity:
+                keys[i] = image_key(image.data, self._cache_scope)
+                faces = cache.get(keys[i])
+                if faces is not None:
+                    analyses[i] = Analysis(image, faces=faces)
+                    count("cache_hits")
+                    continue
+            todo.append(i)
+        for i, analysis in zip(todo, self._analyze_uncached([images[i] for i in todo]), strict=True):
+            analyses[i] = analysis
+            if keys[i] is not None and analysis.error is None:
+                cache.put(keys[i], analysis.faces)
+        done = [a for a in analyses if a is not None]
+        count("faces", sum(len(a.faces) for a in done))
+        return done
+
+    def _analyze_uncached(self, images: list[ImageInput]) -> list[Analysis]:
+        if len(images) <= 1 or self._workers <= 1:
+            return [self._analyze_one(image) for image in images]
+        if self.processes is None:  # bind: the worker threads record their phases into this request's timings
+            return list(self._pool.map(bind(self._analyze_one), images))
+        analyses: list[Analysis | None] = [None] * len(images)
+        sendable = [i for i, image in enumerate(images) if image.data is not None]
+        for i in range(len(images)):
+            if images[i].data is None:
+                analyses[i] = self._analyze_one(images[i])  # the too-large error; nothing to analyse
+        with timed("analyze_processes"):  # phases inside worker processes are not recorded
+            outcomes = self.processes.analyze([images[i].data or b"" for i in sendable])
+        for i, outcome in zip(sendable, outcomes, strict=True):
+            if isinstance(outcome, ImageError):
+                analyses[i] = Analysis(images[i], error=ObjectError(outcome.message))
+            else:
+                analyses[i] = Analysis(images[i], faces=outcome)
+        return [a for a in analyses if a is not None]
 
     # --- set ---------------------------------------------------------------------------
 
     def set(self, client: ClientId, request: SetRequest) -> list[ObjectResult]:
         key = SpaceKey(client, request.space)
         analyses = self.analyze(request.images)
+        thumbnails = [_thumbnail(a) if len(a.faces) == 1 else None for a in analyses]  # outside the write lock
         results: list[ObjectResult] = []
         with self.store.write(key) as writer:
             count = writer.count_faces()
             limit = self.settings.max_faces_per_space
-            for analysis in analyses:
+            for analysis, thumbnail in zip(analyses, thumbnails, strict=True):
                 name = analysis.image.name
                 if analysis.error is not None:
                     results.append(ObjectResult(name, analysis.error.status, analysis.error.message))
@@ -132,7 +192,9 @@ class PersonsService:
                     face = analysis.faces[0]
                     person_id = analysis.image.person_id
                     assert person_id is not None
-                    writer.add_face(person_id, face.embedding, "set", _face_meta(analysis.image, face))
+                    writer.add_face(
+                        person_id, face.embedding, "set", _face_meta(analysis.image, face), thumbnail=thumbnail
+                    )
                     count += 1
                     results.append(ObjectResult(name))
         self.index.apply(writer.delta)
@@ -174,6 +236,11 @@ class PersonsService:
         self.index.apply(writer.delta)
 
 
+def _thumbnail(analysis: Analysis) -> bytes | None:
+    """The demo page's crop of the only face of a photo given to set."""
+    return face_thumbnail(analysis.image.data or b"", analysis.faces[0].box)
+
+
 def _face_meta(image: ImageInput, face: Face) -> dict[str, object]:
     return {
         "name": image.name,
@@ -211,7 +278,9 @@ class _Matcher:
 
     def _add(self, person_id: int, face: Face, kind: str, image: ImageInput) -> None:
         assert self.writer is not None
-        face_id = self.writer.add_face(person_id, face.embedding, kind, _face_meta(image, face))
+        # A new person gets a thumbnail for the demo page; learned faces do not need one.
+        thumbnail = face_thumbnail(image.data or b"", face.box) if kind == "created" else None
+        face_id = self.writer.add_face(person_id, face.embedding, kind, _face_meta(image, face), thumbnail)
         step = WriteDelta(self.writer.key, self.index.generation, self.index.generation)
         step.added.append(FaceRow(face_id, person_id, face.embedding))
         if kind == "learned":

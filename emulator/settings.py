@@ -127,6 +127,22 @@ SETTINGS: tuple[Setting, ...] = (
         "Configured clients as `name=token[,token...];name2=token`. Empty: any token is accepted "
         "and belongs to the client `default`.",
     ),
+    Setting(
+        "oauth_clients",
+        str,
+        "",
+        "OAuth clients as `name=client_id:secret;name2=client_id:secret`, for `POST /auth/oauth/v1/token`. "
+        "A name may be one of `SMARTY_CLIENTS` or a new client. Empty: any client id and secret get tokens "
+        "of the client `default` (only when `SMARTY_CLIENTS` is empty too).",
+    ),
+    Setting(
+        "token_lifetime",
+        int,
+        3600,
+        "Seconds an access token from the OAuth endpoint stays valid (refresh tokens do not expire).",
+        minimum=1,
+        live=True,
+    ),
     Setting("max_images", int, 100, "Images per request.", minimum=1, live=True),
     Setting("max_image_bytes", int, 4 * MIB, "Bytes per image; larger ones get status 1.", minimum=1, live=True),
     Setting(
@@ -141,6 +157,32 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_image_width", int, 3840, "Largest width in pixels (upright).", minimum=1, live=True),
     Setting("max_image_height", int, 2160, "Largest height in pixels (upright).", minimum=1, live=True),
     Setting("max_faces_per_space", int, 75000, "Faces (embeddings) a space may hold.", minimum=1, live=True),
+    Setting(
+        "analyze_workers",
+        int,
+        0,
+        "Processes that analyse the images of one many-image request in parallel (started on the first such "
+        "request, ~100 MB each). 0: one per CPU core; 1: analyse in the serving process, one image at a time.",
+        minimum=0,
+    ),
+    Setting(
+        "cache_size",
+        int,
+        1024,
+        "Images whose faces are remembered by the sha256 of their bytes, so the same photo sent again is not "
+        "analysed again (least recently used dropped first). 0 disables the cache.",
+        minimum=0,
+        live=True,
+    ),
+    Setting(
+        "max_inflight",
+        int,
+        64,
+        "Persons requests in flight per worker process; one more is refused at once with an overload envelope "
+        "(status 500; HTTP 503 in `mirror` mode).",
+        minimum=1,
+        live=True,
+    ),
     Setting(
         "learned_per_person",
         int,
@@ -190,6 +232,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Also write uvicorn's access log (every HTTP request, query credentials redacted); "
         "the persons requests have their own line either way.",
     ),
+    Setting(
+        "journal_size",
+        int,
+        1000,
+        "Persons requests the journal (`GET /emulator/requests`) keeps (the oldest are dropped first); 0 turns it off.",
+        minimum=0,
+    ),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -225,6 +274,7 @@ class Settings:
                 values[setting.name] = setting.default
         settings = cls(values)
         parse_clients(settings.clients)  # fail fast on a malformed client list
+        parse_oauth_clients(settings.oauth_clients)
         if settings.admin == "token" and not settings.admin_token:
             raise SettingsError("SMARTY_ADMIN=token needs SMARTY_ADMIN_TOKEN")
         return settings
@@ -248,6 +298,23 @@ def parse_clients(spec: str) -> dict[str, tuple[str, ...]]:
         if not sep or not name.strip() or not token_list:
             raise SettingsError(f"SMARTY_CLIENTS: {entry!r} is not of the form name=token[,token...]")
         clients[name.strip()] = clients.get(name.strip(), ()) + token_list
+    return clients
+
+
+def parse_oauth_clients(spec: str) -> dict[str, tuple[str, str]]:
+    """Parse ``name=client_id:secret;name2=client_id:secret`` into ``{name: (client_id, secret)}``."""
+    clients: dict[str, tuple[str, str]] = {}
+    seen_ids: set[str] = set()
+    for entry in filter(None, (part.strip() for part in spec.split(";"))):
+        name, sep, credentials = entry.partition("=")
+        client_id, colon, secret = credentials.partition(":")
+        name, client_id, secret = name.strip(), client_id.strip(), secret.strip()
+        if not sep or not colon or not name or not client_id or not secret:
+            raise SettingsError(f"SMARTY_OAUTH_CLIENTS: an entry is not of the form name=client_id:secret ({name!r})")
+        if name in clients or client_id in seen_ids:
+            raise SettingsError(f"SMARTY_OAUTH_CLIENTS: client {name!r} or its client id is given twice")
+        clients[name] = (client_id, secret)
+        seen_ids.add(client_id)
     return clients
 
 

@@ -147,6 +147,17 @@ class DlibEngine:
         self._free_detectors: list[Any] = []  # dlib.fhog_object_detector, one per concurrent scan
         self._detectors_lock = threading.Lock()
 
+    def options(self) -> dict[str, int]:
+        """The constructor arguments: ``DlibEngine(**engine.options())`` analyses exactly like this engine."""
+        return {
+            "max_width": self.max_width,
+            "max_height": self.max_height,
+            "min_side": self.min_side,
+            "upsample_max_pixels": self.upsample_max_pixels,
+            "coarse_side": self.coarse_side,
+            "detect_max_side": self.detect_max_side,
+        }
+
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def load(self) -> None:

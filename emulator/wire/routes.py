@@ -20,6 +20,7 @@ from emulator.timing import Recorder
 from emulator.types import ClientId
 from emulator.wire import envelope, requests
 from emulator.wire.auth import authenticate
+from emulator.wire.fault_hook import FaultResponse, run_with_faults
 from emulator.wire.health import await_ready
 from emulator.wire.multipart import Part, parse_form
 
@@ -79,6 +80,7 @@ def build_router(runtime: Runtime) -> APIRouter:
             settings = runtime.settings
             record = RequestRecord(method=method, client=None, started_at=time.time())
             recorder = Recorder()  # the service's phases (decode, detect, embed, match) and face count
+            fault: FaultResponse | None = None
             try:
                 await await_ready(runtime)  # a request during the warm-up waits for it (bounded)
                 record.client = authenticate(request.query_params, runtime.directory)
@@ -89,19 +91,30 @@ def build_router(runtime: Runtime) -> APIRouter:
                     max_body_bytes=settings.max_request_bytes,
                 )
                 _describe(record, parts)
-                record.body = await run_in_threadpool(recorder.run, handler, ClientId(record.client), parts, settings)
+                client = ClientId(record.client)
+
+                async def call(given: dict[str, Part]) -> dict[str, Any]:
+                    return await run_in_threadpool(recorder.run, handler, client, given, settings)
+
+                record.body = await run_with_faults(runtime.faults, record, parts, call)
                 payload = envelope.success(record.body)
             except RequestError as exc:
                 record.envelope_status, record.body = exc.status, exc.message
                 payload = envelope.error(exc.status, exc.message)
+            except FaultResponse as exc:  # an injected HTTP 502/503/504 or dropped connection
+                fault, record.body, record.envelope_status = exc, exc.text, 0  # 0: no envelope was sent
             record.timings_ms, record.faces = recorder.timings_ms(), recorder.counts.get("faces", 0)
             record.http_status = envelope.http_status(record.envelope_status, settings.http_status)
+            if fault is not None:
+                record.http_status = fault.status
             record.duration_ms = (time.perf_counter() - started) * 1000
             for observer in runtime.observers:
                 try:
                     observer(record)
                 except Exception:  # an observer must never break a response
                     log.exception("request observer failed")
+            if fault is not None:
+                return fault.response(request)
             return Response(payload, status_code=record.http_status, media_type=envelope.JSON_MEDIA_TYPE)
 
         persons.__name__ = f"persons_{method}"

@@ -1,0 +1,104 @@
+"""Analyse the images of one request in parallel worker processes.
+
+dlib holds the GIL while it computes a face descriptor (the step that dominates once detection is tuned), so
+threads cannot spread a many-image request over the cores; processes can. ``AnalyzePool`` is a
+``ProcessPoolExecutor`` whose workers each hold their own :class:`DlibEngine` (~100 MB of memory per worker, models
+included). It starts lazily, on the first request that needs it, so it never delays readiness.
+
+Workers come from a ``forkserver`` that preloads :mod:`emulator.face.pool_preload`, which loads and warms the models
+once: each worker is a fork of that process, ready at once. The server's own process (threads, sockets, SQLite) is
+never forked. (Worker processes import the main module again: it must guard its entry point with
+``if __name__ == "__main__"``.)
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from emulator.face.decode import ImageError
+from emulator.face.engine import DlibEngine, Face
+
+# What a worker returns for one image: its faces, or the ImageError for the bytes.
+Outcome = tuple[Face, ...] | ImageError
+
+_worker_engine: DlibEngine | None = None
+
+
+def _init_worker(options: Mapping[str, Any]) -> None:
+    global _worker_engine
+    try:
+        from emulator.face.pool_preload import ENGINE  # already imported (and warm) in a forkserver child
+    except Exception:  # noqa: BLE001 - no preloaded engine: build one here
+        _worker_engine = DlibEngine(**options)
+        _worker_engine.warm_up()
+        return
+    for name, value in options.items():  # the same models; only limits and detection options may differ
+        setattr(ENGINE, name, value)
+    _worker_engine = ENGINE
+
+
+def _analyze(data: bytes) -> Outcome:
+    assert _worker_engine is not None, "the worker was not initialised"
+    try:
+        return tuple(_worker_engine.analyze(data))
+    except ImageError as exc:
+        return exc
+
+
+def _ping(_: int) -> bool:
+    return _worker_engine is not None
+
+
+class AnalyzePool:
+    """A lazily started pool of ``workers`` processes, each with a ``DlibEngine(**options)``."""
+
+    def __init__(self, workers: int, options: Mapping[str, Any]) -> None:
+        self.workers = workers
+        self.options = dict(options)
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload([__name__, "emulator.face.pool_preload"])
+                self._executor = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=context,
+                    initializer=_init_worker,
+                    initargs=(self.options,),
+                )
+            return self._executor
+
+    def start(self) -> None:
+        """Start the workers now and wait until each has loaded its models."""
+        executor = self._get()
+        list(executor.map(_ping, range(self.workers)))
+
+    def analyze(self, images: Sequence[bytes]) -> list[Outcome]:
+        """The faces (or the error) of every image, in order. A broken pool is restarted once, then raises."""
+        try:
+            return list(self._get().map(_analyze, images))
+        except BrokenProcessPool:  # a worker died (killed, out of memory): start afresh and retry once
+            self._discard()
+            return list(self._get().map(_analyze, images))
+
+    def _discard(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def started(self) -> bool:
+        return self._executor is not None
+
+    def close(self) -> None:
+        """Stop the workers (pending work is cancelled)."""
+        self._discard()
