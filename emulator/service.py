@@ -161,7 +161,7 @@ class PersonsService:
         for i in range(len(images)):
             if images[i].data is None:
                 analyses[i] = self._analyze_one(images[i])  # the too-large error; nothing to analyse
-        with timed("analyze_processes"):  # phases inside worker processes are not recorded
+        with timed("analyze_processes"):  # wall time; the workers send their own phases back (merged)
             outcomes = self.processes.analyze([images[i].data or b"" for i in sendable])
         for i, outcome in zip(sendable, outcomes, strict=True):
             if isinstance(outcome, ImageError):

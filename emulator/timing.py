@@ -9,7 +9,8 @@ The current recorder lives in a :class:`contextvars.ContextVar`. A context does 
 work handed to a thread pool by itself: wrap the callable with :func:`bind` where work is
 submitted, and the worker thread records into the submitting request's recorder. Phases
 that run in parallel threads add up, so a phase's total may exceed the request's wall time.
-Work sent to another *process* is not recorded this way; time it where it is submitted.
+Work sent to another *process* returns its phases with its result (:func:`measured`), and the
+submitting thread adds them (:func:`merge`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
 
@@ -92,3 +93,22 @@ def bind(fn: Callable[P, R]) -> Callable[P, R]:
         return recorder.run(fn, *args, **kwargs)
 
     return bound
+
+
+def measured(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> tuple[R, dict[str, float]]:
+    """Call ``fn`` under a fresh recorder; return its result and its seconds per phase.
+
+    For work in another process: the worker returns the phases with its result, and the submitting
+    thread hands them to :func:`merge`.
+    """
+    recorder = Recorder()
+    result = recorder.run(fn, *args, **kwargs)
+    return result, dict(recorder.seconds)
+
+
+def merge(seconds: Mapping[str, float]) -> None:
+    """Add phases measured elsewhere (another process) to the current request (no-op outside a request)."""
+    recorder = _current.get()
+    if recorder is not None:
+        for phase, value in seconds.items():
+            recorder.add(phase, value)

@@ -22,6 +22,7 @@ from typing import Any
 
 from emulator.face.decode import ImageError
 from emulator.face.engine import DlibEngine, Face
+from emulator.timing import measured, merge
 
 # What a worker returns for one image: its faces, or the ImageError for the bytes.
 Outcome = tuple[Face, ...] | ImageError
@@ -48,6 +49,11 @@ def _analyze(data: bytes) -> Outcome:
         return tuple(_worker_engine.analyze(data))
     except ImageError as exc:
         return exc
+
+
+def _analyze_timed(data: bytes) -> tuple[Outcome, dict[str, float]]:
+    """``_analyze`` and its phases (decode, detect, embed), which the parent adds to the request's timings."""
+    return measured(_analyze, data)
 
 
 def _ping(_: int) -> bool:
@@ -84,10 +90,13 @@ class AnalyzePool:
     def analyze(self, images: Sequence[bytes]) -> list[Outcome]:
         """The faces (or the error) of every image, in order. A broken pool is restarted once, then raises."""
         try:
-            return list(self._get().map(_analyze, images))
+            results = list(self._get().map(_analyze_timed, images))
         except BrokenProcessPool:  # a worker died (killed, out of memory): start afresh and retry once
             self._discard()
-            return list(self._get().map(_analyze, images))
+            results = list(self._get().map(_analyze_timed, images))
+        for _, seconds in results:
+            merge(seconds)  # the workers' phases count for the request that sent the images
+        return [outcome for outcome, _ in results]
 
     def _discard(self) -> None:
         with self._lock:
