@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,19 @@ def test_tokens_verify_across_processes_sharing_a_data_dir(tmp_path: Path) -> No
 def test_malformed_oauth_clients_fail_fast(spec: str) -> None:
     with pytest.raises(SettingsError, match="SMARTY_OAUTH_CLIENTS"):
         Settings.from_sources({"SMARTY_OAUTH_CLIENTS": spec})
+
+
+def test_worker_processes_starting_together_agree_on_one_secret(tmp_path: Path) -> None:
+    """Each worker creates the secret if it is missing; the first writer wins and all read the same."""
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        secrets = pool.map(load_or_create_secret, [tmp_path] * 8)
+    assert len(set(secrets)) == 1
+    assert load_or_create_secret(tmp_path) == secrets[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["oauth-secret"]  # no temporary files left behind
+
+
+def test_service_token_clients_without_oauth_clients_get_no_tokens(tmp_path: Path) -> None:
+    issuer = TokenIssuer({}, lambda: load_or_create_secret(tmp_path), lambda: 60, open_allowed=False)
+    with pytest.raises(OAuthError) as refused:
+        issuer.client_credentials("anyone", "anything")
+    assert (refused.value.error, refused.value.http_status) == ("invalid_client", 401)
