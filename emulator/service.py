@@ -104,7 +104,8 @@ class PersonsService:
 
     # --- images ------------------------------------------------------------------------
 
-    def _analyze_one(self, image: ImageInput) -> Analysis:
+    def _refused(self, image: ImageInput) -> Analysis | None:
+        """The error for an image refused by the live limits (before any cache or worker sees it), else None."""
         if image.data is None:
             limit = self.settings.max_image_bytes
             return Analysis(
@@ -118,6 +119,15 @@ class PersonsService:
                 max_height=live.max_image_height,
                 min_side=live.min_image_side,
             )
+        except ImageError as exc:
+            return Analysis(image, error=ObjectError(exc.message))
+        return None
+
+    def _analyze_one(self, image: ImageInput) -> Analysis:
+        refused = self._refused(image)
+        if refused is not None or image.data is None:
+            return refused or Analysis(image)
+        try:
             return Analysis(image, faces=tuple(self.engine.analyze(image.data)))
         except ImageError as exc:
             return Analysis(image, error=ObjectError(exc.message))
@@ -135,6 +145,10 @@ class PersonsService:
         keys: list[object] = [None] * len(images)
         todo: list[int] = []
         for i, image in enumerate(images):
+            refused = self._refused(image)
+            if refused is not None:
+                analyses[i] = refused
+                continue
             if image.data is not None and cache.capacity:
                 keys[i] = image_key(image.data, self._cache_scope)
                 faces = cache.get(keys[i])
@@ -156,19 +170,14 @@ class PersonsService:
             return [self._analyze_one(image) for image in images]
         if self.processes is None:  # bind: the worker threads record their phases into this request's timings
             return list(self._pool.map(bind(self._analyze_one), images))
-        analyses: list[Analysis | None] = [None] * len(images)
-        sendable = [i for i, image in enumerate(images) if image.data is not None]
-        for i in range(len(images)):
-            if images[i].data is None:
-                analyses[i] = self._analyze_one(images[i])  # the too-large error; nothing to analyse
         with timed("analyze_processes"):  # wall time; the workers send their own phases back (merged)
-            outcomes = self.processes.analyze([images[i].data or b"" for i in sendable])
-        for i, outcome in zip(sendable, outcomes, strict=True):
-            if isinstance(outcome, ImageError):
-                analyses[i] = Analysis(images[i], error=ObjectError(outcome.message))
-            else:
-                analyses[i] = Analysis(images[i], faces=outcome)
-        return [a for a in analyses if a is not None]
+            outcomes = self.processes.analyze([image.data or b"" for image in images])  # analyze() refused no-data
+        return [
+            Analysis(image, error=ObjectError(outcome.message))
+            if isinstance(outcome, ImageError)
+            else Analysis(image, faces=outcome)
+            for image, outcome in zip(images, outcomes, strict=True)
+        ]
 
     # --- set ---------------------------------------------------------------------------
 

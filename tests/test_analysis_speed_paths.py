@@ -96,3 +96,15 @@ def test_a_many_image_request_in_worker_processes_finds_what_the_engine_finds(
     assert sum(map(len, tags)) == 9
     assert tags[1][0] == tags[0][0] == "person1"
     assert len({tag for group in tags for tag in group}) == 8
+
+
+def test_a_cached_photo_still_obeys_lowered_pixel_limits(server: EmulatorServer, space: int) -> None:
+    first = _recognize(server, space, "people/obama/obama-720p.jpg")
+    assert first["status"] == 0
+    server.configure(max_image_width=1000, max_image_height=1000)
+    try:
+        refused = _recognize(server, space, "people/obama/obama-720p.jpg")
+    finally:
+        server.configure(max_image_width=3840, max_image_height=2160)
+    assert refused["status"] == 1
+    assert "larger than the allowed 1000x1000" in str(refused["error"])
