@@ -221,6 +221,11 @@ class FaultInjector:
             self._rules.append(rule)
         return rule
 
+    @property
+    def active(self) -> bool:
+        """Any rules at all (read without the lock: a request racing an add may miss it)."""
+        return bool(self._rules)
+
     def rules(self) -> list[FaultRule]:
         with self._lock:
             return list(self._rules)
