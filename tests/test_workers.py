@@ -21,9 +21,16 @@ BIDEN, BIDEN_OTHER = fixture("people/biden/biden.jpg"), fixture("people/biden/bi
 MAX_CONNECTIONS = 40
 
 
+SEED_SPACE = 9
+
+
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    server = EmulatorProcess(tmp_path_factory.mktemp("workers") / "data", workers=2).start()
+    root = tmp_path_factory.mktemp("workers")
+    for person_id, photo in ((1, "people/obama/obama.jpg"), (2, "people/biden/biden.jpg")):
+        (root / "seed" / str(SEED_SPACE) / str(person_id)).mkdir(parents=True)
+        (root / "seed" / str(SEED_SPACE) / str(person_id) / Path(photo).name).write_bytes(fixture(photo))
+    server = EmulatorProcess(root / "data", workers=2, seed=root / "seed").start()
     yield server
     server.stop()
 
@@ -104,3 +111,12 @@ def test_every_write_bumps_the_space_generation(two_workers: EmulatorProcess) ->
         after_truncate = store.generation(key)
     store.close()
     assert before < after_set == after_read < after_truncate
+
+
+def test_both_workers_seed_at_startup_but_each_photo_is_stored_once(two_workers: EmulatorProcess) -> None:
+    a, b = _connections_to_two_workers(two_workers.base_url)
+    with closing(a), closing(b):
+        for http in (a, b):
+            persons = http.get(f"/emulator/clients/default/spaces/{SEED_SPACE}/persons").json()["persons"]
+            assert persons == [{"person_id": 1, "photos": 1}, {"person_id": 2, "photos": 1}]
+            assert api.tags(api.recognize(http, SEED_SPACE, BIDEN_OTHER, update_embedding=False)) == ["person2"]
