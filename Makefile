@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 
-.PHONY: run test lint
+.PHONY: run test lint chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,22 @@ run: $(BIN)/python
 	$(BIN)/python -m pip install --quiet .
 	$(BIN)/smarty-emulator serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-test: $(BIN)/python
+test: $(BIN)/python chromium
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/python
 	$(BIN)/ruff check .
+
+# Debian's chromium for the demo page's browser tests, installed where missing if this is root with apt-get.
+# Otherwise those tests skip (and fail in CI, where CI=true). Playwright never downloads a browser of its own.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "chromium could not be installed: the browser tests will skip (and fail in CI)"; \
+	else \
+		echo "skipping the chromium install (needs root and apt-get): the browser tests will skip (and fail in CI)"; \
+	fi

@@ -23,6 +23,7 @@ from emulator.wire.metrics import build_metrics_router
 from emulator.wire.oauth_route import build_oauth_router
 from emulator.wire.routes import build_router
 from emulator.wire.testing_aids import build_testing_router
+from emulator.wire.ui import build_ui_router
 
 log = logging.getLogger("emulator.app")
 WARM_UP_JOIN_SECONDS = 30.0
@@ -57,6 +58,7 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app.include_router(build_oauth_router(runtime))
     app.include_router(build_testing_router(runtime))
     keep_raw_send(app)  # lets the "drop" fault close a connection without a response
+    app.include_router(build_ui_router(runtime))
     app.include_router(build_health_router(runtime))
     app.include_router(build_metrics_router(metrics))
     app.include_router(build_admin_router(runtime))

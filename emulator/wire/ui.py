@@ -1,0 +1,72 @@
+"""The demo page at ``/emulator/ui`` and the face thumbnails it shows (not part of the real service).
+
+Everything here is behind ``check_admin``, like the admin API. The page is plain static files shipped inside the
+package (``emulator/ui/static``), read once when the router is built; it loads nothing from other hosts, which
+the Content-Security-Policy below also enforces.
+
+Thumbnails are addressed by face id, which is unique across clients. The admin API sees every client by design
+(it is an operator's view); ``?client=`` narrows a thumbnail to one client, and the page always passes it.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from emulator.runtime import Runtime
+from emulator.store.thumbnails import read_thumbnail
+from emulator.types import ClientId
+from emulator.wire.admin_access import check_admin
+
+UI_PATH = "/emulator/ui"
+_MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
+_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self';"
+        " connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+}
+
+
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    """Every file of the page: name -> (bytes, media type)."""
+    root = resources.files("emulator.ui") / "static"
+    files = {}
+    for entry in root.iterdir():
+        suffix = "." + entry.name.rsplit(".", 1)[-1]
+        if entry.is_file() and suffix in _MEDIA_TYPES:
+            files[entry.name] = (entry.read_bytes(), _MEDIA_TYPES[suffix])
+    return files
+
+
+def build_ui_router(runtime: Runtime) -> APIRouter:
+    router = APIRouter(dependencies=[Depends(check_admin)])
+    files = _static_files()
+
+    def serve(name: str) -> Response:
+        if name not in files:
+            raise HTTPException(status_code=404, detail=f"no such file: {name}")
+        body, media_type = files[name]
+        return Response(body, media_type=media_type, headers=_HEADERS)
+
+    @router.get(UI_PATH, include_in_schema=False)
+    async def ui_page() -> Response:
+        return serve("index.html")
+
+    @router.get(UI_PATH + "/{name}", include_in_schema=False)
+    async def ui_file(name: str) -> Response:
+        return serve(name)
+
+    @router.get("/emulator/faces/{face_id}/thumbnail.jpg", include_in_schema=False)
+    async def face_thumbnail(face_id: int, client: str | None = Query(default=None)) -> Response:
+        owner = ClientId(client) if client is not None else None
+        jpeg = await run_in_threadpool(read_thumbnail, runtime.store, face_id, owner)
+        if jpeg is None:
+            raise HTTPException(status_code=404, detail=f"face {face_id} has no thumbnail")
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    return router
