@@ -58,14 +58,24 @@ class SpaceIndex:
     def max_person_id(self) -> int:
         return int(self.person_ids[-1]) if len(self.person_ids) else 0
 
-    def search(self, embedding: np.ndarray) -> Candidates:
-        """Score every person by its best cosine similarity to ``embedding`` (unit length)."""
+    def search(self, embedding: np.ndarray, min_score: float | None = None) -> Candidates:
+        """Score every person by its best cosine similarity to ``embedding`` (unit length).
+
+        With ``min_score``, only the best person and the persons scoring at least ``min_score`` are returned
+        (still best first): sorting a 75,000-face space costs more than scoring it.
+        """
         if not len(self.face_ids):
             empty = np.zeros(0, dtype=np.int64)
             return Candidates(empty, np.zeros(0, dtype=np.float32))
         sims = self.matrix @ np.asarray(embedding, dtype=np.float32)
         per_person = np.maximum.reduceat(sims, self._starts)
-        order = np.argsort(-per_person, kind="stable")
+        if min_score is None:
+            order = np.argsort(-per_person, kind="stable")
+        else:
+            keep = np.flatnonzero(per_person >= min_score)
+            if not len(keep):
+                keep = np.array([int(np.argmax(per_person))])  # the first best, as the stable sort would give
+            order = keep[np.argsort(-per_person[keep], kind="stable")]
         return Candidates(self.unique_person_ids[order], per_person[order])
 
     def apply(self, delta: WriteDelta) -> SpaceIndex:

@@ -306,7 +306,7 @@ class _Matcher:
 
     def match(self, image: ImageInput, face: Face) -> PersonResult:
         threshold = self.settings.match_threshold
-        candidates = self.index.search(face.embedding)
+        candidates = self.index.search(face.embedding, min_score=threshold)
         above = candidates.scores >= threshold
         best = candidates.best
         if best is not None and above[0]:
