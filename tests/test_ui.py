@@ -275,7 +275,10 @@ def test_thumbnails_are_addressed_by_face_and_client(server: EmulatorServer, spa
     photos = server.http.get(f"/emulator/clients/default/spaces/{space}/persons/2").json()["photos"]
     assert [p["has_thumbnail"] for p in photos] == [True]
     url = f"/emulator/faces/{photos[0]['face_id']}/thumbnail.jpg"
-    assert server.http.get(url, params={"client": "default"}).status_code == 200
+    first = server.http.get(url, params={"client": "default"})
+    assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
+    again = server.http.get(url, params={"client": "default"}, headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
     assert server.http.get(url).status_code == 200  # the admin API sees every client
     assert server.http.get(url, params={"client": "someone-else"}).status_code == 404
     assert server.http.get("/emulator/faces/999999999/thumbnail.jpg").status_code == 404

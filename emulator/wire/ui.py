@@ -10,9 +10,10 @@ Thumbnails are addressed by face id, which is unique across clients. The admin A
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from emulator.runtime import Runtime
@@ -62,11 +63,18 @@ def build_ui_router(runtime: Runtime) -> APIRouter:
         return serve(name)
 
     @router.get("/emulator/faces/{face_id}/thumbnail.jpg", include_in_schema=False)
-    async def face_thumbnail(face_id: int, client: str | None = Query(default=None)) -> Response:
+    async def face_thumbnail(
+        face_id: int, client: str | None = Query(default=None), if_none_match: str | None = Header(default=None)
+    ) -> Response:
         owner = ClientId(client) if client is not None else None
         jpeg = await run_in_threadpool(read_thumbnail, runtime.store, face_id, owner)
         if jpeg is None:
             raise HTTPException(status_code=404, detail=f"face {face_id} has no thumbnail")
-        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+        # Revalidated on every use: a fresh data dir gives the same face ids to other faces.
+        etag = '"' + hashlib.sha256(jpeg).hexdigest()[:32] + '"'
+        headers = {"Cache-Control": "private, no-cache", "ETag": etag}
+        if if_none_match == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(jpeg, media_type="image/jpeg", headers=headers)
 
     return router
