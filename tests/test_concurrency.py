@@ -140,6 +140,13 @@ def _check_recognitions(ops: list[Op]) -> None:
                 _removes(r, op.person_id) and r.end > s.start and r.start < op.end for r in ops
             ):
                 assert tags == [f"person{op.person_id}"], "a person certainly present was not recognized"
+        # Certainly absent: a removal answered before this request was sent, and no set could fall between.
+        for r in ops:
+            removed_before = _removes(r, op.person_id) and r.end < op.start
+            if removed_before and not any(
+                s.kind == "set" and s.person_id == op.person_id and s.end > r.start and s.start < op.end for s in ops
+            ):
+                assert tags == ["undefined"], "a person certainly removed was still recognized"
 
 
 def _stored(server: EmulatorServer, space: int) -> dict[int, list[tuple[int, str]]]:

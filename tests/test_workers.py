@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -120,3 +122,41 @@ def test_both_workers_seed_at_startup_but_each_photo_is_stored_once(two_workers:
             persons = http.get(f"/emulator/clients/default/spaces/{SEED_SPACE}/persons").json()["persons"]
             assert persons == [{"person_id": 1, "photos": 1}, {"person_id": 2, "photos": 1}]
             assert api.tags(api.recognize(http, SEED_SPACE, BIDEN_OTHER, update_embedding=False)) == ["person2"]
+
+
+UNKNOWN = [
+    fixture("people/rose_leslie/img1.jpg"),
+    fixture("people/alex_lacamoire/img1.jpg"),
+    fixture("people/anthony_hopkins/Anthony_Hopkins_0001.jpg"),
+]
+
+
+def test_create_new_through_both_workers_at_once(two_workers: EmulatorProcess) -> None:
+    """Both workers analyse in parallel (one engine each) and race for the write lock."""
+    a, b = _connections_to_two_workers(two_workers.base_url)
+    space = 7
+    with closing(a), closing(b):
+        api.truncate(a, space)
+        for photo in UNKNOWN:  # the same unknown face, through both workers at once: one person
+            pair = _at_once([(a, photo), (b, photo)], space)
+            assert pair[0] == pair[1], f"one face became two persons: {pair}"
+        assert [p["photos"] for p in a.get(f"/emulator/clients/default/spaces/{space}/persons").json()["persons"]] == [
+            1
+        ] * len(UNKNOWN)
+        api.truncate(b, space)
+        for first, second in zip(UNKNOWN, UNKNOWN[1:], strict=False):  # two unknown faces at once: two ids
+            pair = _at_once([(a, first), (b, second)], space)
+            assert pair[0] != pair[1], f"one id was given twice: {pair}"
+            api.truncate(a, space)
+
+
+def _at_once(requests: list[tuple[httpx.Client, bytes]], space: int) -> list[list[str]]:
+    barrier = threading.Barrier(len(requests))
+
+    def send(request: tuple[httpx.Client, bytes]) -> list[str]:
+        http, photo = request
+        barrier.wait(timeout=60)
+        return api.tags(api.recognize(http, space, photo, create_new=True))
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(send, requests))
