@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from emulator import healthcheck
 from emulator.face.engine import DlibEngine, Face
-from tests.emulator_server import EmulatorServer
+from tests.emulator_server import EmulatorServer, free_port
 
 
 class GatedEngine:
@@ -53,10 +54,15 @@ def test_not_ready_until_the_warm_up_ran_then_ready(gated: tuple[EmulatorServer,
     assert ready.status_code == 503
     assert ready.json() == {"ready": False, "missing": ["models", "warm-up"]}  # the store is open already
 
+    local = {"SMARTY_HOST": "127.0.0.1", "SMARTY_PORT": str(server.port)}
+    assert healthcheck.main(local) == 1  # the container health check says "not yet"
+
     gate.gate.set()
     assert server.runtime.ready.wait(timeout=30)
     ready = server.http.get("/emulator/ready")
     assert (ready.status_code, ready.json()) == (200, {"ready": True, "missing": []})
+    assert healthcheck.main(local) == 0
+    assert healthcheck.main({**local, "SMARTY_PORT": str(free_port())}) == 1  # nothing listens there
 
 
 def test_a_persons_request_during_the_warm_up_waits_and_succeeds(gated: tuple[EmulatorServer, GatedEngine]) -> None:
@@ -104,3 +110,12 @@ def test_a_failed_warm_up_is_reported_and_requests_fail_at_once(engine: DlibEngi
         assert response.json()["body"] == "the emulator is not ready: waiting for models, warm-up"
     finally:
         server.stop()
+
+
+def test_the_health_check_asks_loopback_for_a_wildcard_bind() -> None:
+    assert healthcheck.ready_url({}) == "http://127.0.0.1:8080/emulator/ready"
+    assert healthcheck.ready_url({"SMARTY_HOST": "0.0.0.0", "SMARTY_PORT": "9000"}) == (
+        "http://127.0.0.1:9000/emulator/ready"
+    )
+    assert healthcheck.ready_url({"SMARTY_HOST": "::", "SMARTY_PORT": "1"}) == "http://[::1]:1/emulator/ready"
+    assert healthcheck.ready_url({"SMARTY_HOST": "10.0.0.5"}) == "http://10.0.0.5:8080/emulator/ready"
