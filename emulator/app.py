@@ -21,6 +21,7 @@ from emulator.wire.fault_hook import keep_raw_send
 from emulator.wire.health import build_health_router
 from emulator.wire.metrics import build_metrics_router
 from emulator.wire.oauth_route import build_oauth_router
+from emulator.wire.overload import OverloadMiddleware
 from emulator.wire.routes import build_router
 from emulator.wire.testing_aids import build_testing_router
 from emulator.wire.ui import build_ui_router
@@ -62,6 +63,7 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app.include_router(build_health_router(runtime))
     app.include_router(build_metrics_router(metrics))
     app.include_router(build_admin_router(runtime))
+    app.add_middleware(OverloadMiddleware, runtime=runtime)
     return app
 
 
