@@ -260,6 +260,36 @@ CASES: list[Case] = [
         lambda: form('{"space":"1"} {}'),
         "could not parse meta: invalid character '{' after top-level value",
     ),
+    Case(
+        "meta-utf8-bom",
+        "truncate",
+        lambda: form(b'\xef\xbb\xbf{"space":"1"}'),
+        "could not parse meta: invalid character '\u00ef' looking for beginning of value",
+    ),
+    Case(
+        "meta-missing-comma",
+        "truncate",
+        lambda: form('{"space":"1" "images":[]}'),
+        "could not parse meta: invalid character '\"' after object key:value pair",
+    ),
+    Case(
+        "meta-misspelt-literal",
+        "recognize",
+        lambda: form('{"space":"1","create_new":tru}'),
+        "could not parse meta: invalid character '}' in literal true (expecting 'e')",
+    ),
+    Case(
+        "meta-control-character",
+        "truncate",
+        lambda: form(b'{"space":"1\x01"}'),
+        "could not parse meta: invalid character '\\x01' in string literal",
+    ),
+    Case(
+        "searcher-5000-digits",
+        "recognize",
+        lambda: form('{"space":"1","searcher":1' + "0" * 5000 + "}"),
+        "json: cannot unmarshal number 1" + "0" * 5000 + " into Go struct field .searcher of type int",
+    ),
     # space
     Case("space-missing", "truncate", lambda: form({}), 'wrong space param : strconv.Atoi: parsing "": invalid syntax'),
     Case(

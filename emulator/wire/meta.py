@@ -91,7 +91,8 @@ class _Decoder:
         if not isinstance(value, _Number):
             self.type_error(value, path, go_type)
             return None
-        if not _INT_RE.fullmatch(value) or not (_INT64[0] <= int(value) <= _INT64[1]):
+        # Length first: int() of thousands of digits is slow, and past 4300 digits Python refuses it.
+        if len(value) > 20 or not _INT_RE.fullmatch(value) or not (_INT64[0] <= int(value) <= _INT64[1]):
             self.type_error(value, path, go_type, literal=True)
             return None
         return int(value)
@@ -176,18 +177,76 @@ class _Object(list):  # type: ignore[type-arg]
     """A JSON object as its ordered (key, value) pairs, duplicates kept."""
 
 
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
+def _go_quote_char(char: str) -> str:
+    """A character as Go's JSON scanner quotes it in a syntax error (``quoteChar``)."""
+    if char == "'":
+        return "'\\''"
+    if char == '"':
+        return "'\"'"
+    if char in _GO_ESCAPES:
+        return f"'{_GO_ESCAPES[char]}'"
+    if ord(char) < 0x20 or ord(char) == 0x7F:
+        return f"'\\x{ord(char):02x}'"
+    if not char.isprintable():
+        return f"'\\u{ord(char):04x}'"
+    return f"'{char}'"
+
+
+def _innermost_container(doc: str, pos: int) -> str:
+    """``[`` or ``{``: the innermost container still open at ``pos`` (strings ignored; only on the error path)."""
+    bare = _STRINGS.sub('""', doc[:pos]).encode("utf-8", "replace")
+    chars = np.frombuffer(bare, dtype=np.uint8)
+    opener = np.isin(chars, (ord("["), ord("{")))
+    depth = np.cumsum(opener.astype(np.int32) - np.isin(chars, (ord("]"), ord("}"))))
+    if not depth.size:
+        return "{"
+    candidates = np.flatnonzero(opener & (depth == depth[-1]))
+    return chr(chars[candidates[-1]]) if candidates.size else "{"
+
+
 def _syntax_error(exc: json.JSONDecodeError) -> str:
-    if exc.pos >= len(exc.doc.rstrip()):
+    """Python's reason for invalid JSON, in the words of Go's scanner."""
+    doc, pos, msg = exc.doc, exc.pos, exc.msg
+    if pos >= len(doc.rstrip()) or msg.startswith("Unterminated string"):
         return "unexpected end of JSON input"
-    char = exc.doc[exc.pos]
-    shown = "'\\''" if char == "'" else f"'{char}'"
-    if exc.msg.startswith("Expecting property name"):
-        return f"invalid character {shown} looking for beginning of object key string"
-    if exc.msg.startswith("Expecting value"):
-        return f"invalid character {shown} looking for beginning of value"
-    if exc.msg.startswith("Extra data"):
-        return f"invalid character {shown} after top-level value"
-    return f"invalid character {shown} {exc.msg.lower()}"
+    char = doc[pos]
+    if msg.startswith("Unexpected UTF-8 BOM"):
+        return "invalid character 'ï' looking for beginning of value"  # Go sees the BOM's first byte, 0xEF
+    if msg.startswith("Expecting property name"):
+        return f"invalid character {_go_quote_char(char)} looking for beginning of object key string"
+    if msg.startswith("Expecting value"):
+        literal = next((word for word in ("true", "false", "null") if word[0] == char), None)
+        if literal is not None:  # a misspelt literal: Go names the first wrong character
+            rest = doc[pos : pos + len(literal)]
+            for index, expected in enumerate(literal):
+                if index >= len(rest):
+                    return "unexpected end of JSON input"
+                if rest[index] != expected:
+                    return (
+                        f"invalid character {_go_quote_char(rest[index])} in literal {literal}"
+                        f" (expecting {_go_quote_char(expected)})"
+                    )
+        return f"invalid character {_go_quote_char(char)} looking for beginning of value"
+    if msg.startswith("Extra data"):
+        return f"invalid character {_go_quote_char(char)} after top-level value"
+    if msg.startswith("Expecting ':'"):
+        return f"invalid character {_go_quote_char(char)} after object key"
+    if msg.startswith("Expecting ','"):
+        where = "object key:value pair" if _innermost_container(doc, pos) == "{" else "array element"
+        return f"invalid character {_go_quote_char(char)} after {where}"
+    if msg.startswith("Invalid control character"):
+        return f"invalid character {_go_quote_char(char)} in string literal"
+    if msg.startswith("Invalid \\uXXXX"):
+        start = doc.rfind("\\u", 0, pos + 2) + 2
+        bad = next((c for c in doc[start : start + 4] if c not in "0123456789abcdefABCDEF"), char)
+        return f"invalid character {_go_quote_char(bad)} in \\u hexadecimal character escape"
+    if msg.startswith("Invalid \\escape"):
+        bad = doc[pos + 1] if pos + 1 < len(doc) and doc[pos] == "\\" else char
+        return f"invalid character {_go_quote_char(bad)} in string escape code"
+    return f"invalid character {_go_quote_char(char)} looking for beginning of value"
 
 
 def decode_meta(raw: bytes | None) -> RawMeta:
