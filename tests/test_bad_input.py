@@ -14,6 +14,7 @@ byte for byte after the quoted-string unescaping of RFC 7578 (as Go's mime/multi
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from emulator.face.decode import ImageError, decode_image
 from emulator.store.sqlite import SpaceKey
 from emulator.types import DEFAULT_CLIENT
 from tests import hostile
@@ -546,3 +548,36 @@ def test_catalogue_size() -> None:
     """The catalogue covers what it promises (a guard against cases silently dropping out)."""
     assert len(CASES) >= 80
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about the broken TIFF tags it skips
+def test_mutated_images_fail_only_as_image_errors() -> None:
+    """1,000 random mutations (flipped, cut, inserted bytes) of JPEG, PNG and TIFF files: each decodes or is an
+    ``ImageError`` (status 1 for its object), never any other exception (a 500)."""
+    rng = random.Random(20261126)
+    small = hostile.face_image().resize((120, 150))
+    seeds = [
+        hostile.encode(small, "JPEG"),
+        hostile.encode(small, "JPEG", progressive=True),
+        hostile.encode(small, "PNG"),
+        hostile.encode(small, "TIFF"),
+        hostile.encode(small, "TIFF", compression="tiff_lzw"),
+    ]
+    outcomes = {"decoded": 0, "refused": 0}
+    for data in seeds:
+        for _ in range(200):
+            mutated = bytearray(data)
+            for _ in range(rng.randint(1, 8)):
+                pos, kind = rng.randrange(len(mutated)), rng.random()
+                if kind < 0.6:
+                    mutated[pos] = rng.randrange(256)
+                elif kind < 0.8:
+                    del mutated[pos : pos + rng.randint(1, 64)]
+                else:
+                    mutated[pos:pos] = rng.randbytes(rng.randint(1, 16))
+            try:
+                decode_image(bytes(mutated), max_width=3840, max_height=2160)
+                outcomes["decoded"] += 1
+            except ImageError:
+                outcomes["refused"] += 1
+    assert outcomes["decoded"] > 0 and outcomes["refused"] > 0  # both paths were exercised

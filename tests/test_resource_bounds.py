@@ -244,6 +244,12 @@ def test_no_files_are_left_behind(server: EmulatorServer, tmp_path: Path, monkey
     server.runtime.observers.append(observer)
 
     assert server.set(6, 1, FACE)["status"] == 0
+    tiff = server.ok(  # TIFF goes through libtiff, which is given the bytes in memory
+        "recognize",
+        {"space": "6", "images": [{"name": "t"}], "update_embedding": False},
+        [("t", hostile.multipage_tiff())],
+    )
+    assert [p["tag"] for p in tiff["objects"][0]["persons"]] == ["person1"]
     over = server.ok(
         "set", {"space": "6", "images": [{"name": "f", "person_id": 2}]}, [("f", hostile.over_size_limit(4 * MIB))]
     )
