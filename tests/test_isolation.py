@@ -9,8 +9,10 @@ recognizes its persons exactly as before.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import inspect
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +40,7 @@ def two_clients(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         tmp_path_factory.mktemp("iso"),
         engine=engine,
         clients=f"a={A};b={B}",
+        oauth_clients="a=app-a:secret-a;b=app-b:secret-b",
         admin="token",
         admin_token=ADMIN,
     ).start()
@@ -81,6 +84,44 @@ def test_a_cannot_read_match_delete_or_truncate_b(two_clients: EmulatorServer) -
     again = server.recognize(0, BIDEN, token=A, update_embedding=False)["persons"][0]
     assert again["tag"] == "undefined"  # A has only its own Obama; B's Biden is not in A's space
     server.ok("truncate", {"space": "0"}, token=A)
+
+
+def _oauth_token(server: EmulatorServer, client_id: str, secret: str) -> str:
+    response = server.http.post(
+        "/auth/oauth/v1/token",
+        json={"client_id": client_id, "client_secret": secret, "grant_type": "client_credentials"},
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def test_oauth_tokens_are_bound_to_their_client(two_clients: EmulatorServer) -> None:
+    """An access token A got from the OAuth endpoint reaches A's spaces only; a forged one reaches nothing."""
+    server = two_clients
+    before = _b_store(server)
+    token_a = _oauth_token(server, "app-a", "secret-a")
+    person = server.recognize(0, OBAMA, token=token_a, update_embedding=False)["persons"][0]
+    assert (person["tag"], person["similarity"]) == ("undefined", 0)
+    assert server.ok("truncate", {"space": "0"}, token=token_a) == {}
+    wrong_secret = server.http.post(
+        "/auth/oauth/v1/token",
+        json={"client_id": "app-a", "client_secret": "secret-b", "grant_type": "client_credentials"},
+    )
+    assert wrong_secret.status_code in (400, 401) and "access_token" not in wrong_secret.text
+    payload, _, signature = token_a.partition(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert claims.get("c") == "a" or claims.get("k") == "a"  # the token names its client
+    as_b = base64.urlsafe_b64encode(
+        json.dumps({**claims, **{k: "b" for k in ("c", "k") if claims.get(k) == "a"}}, separators=(",", ":")).encode()
+    )
+    middle = len(signature) // 2
+    flipped = signature[:middle] + ("A" if signature[middle] != "A" else "B") + signature[middle + 1 :]
+    for forged in (as_b.decode().rstrip("=") + "." + signature, f"{payload}.{flipped}", token_a[:-4], f"{payload}."):
+        refused = server.call("truncate", {"space": "0"}, token=forged)
+        assert refused.json()["status"] == 403, forged
+    assert _b_store(server) == before
+    _b_sees_its_persons(server)
 
 
 @pytest.mark.parametrize(
