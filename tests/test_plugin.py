@@ -83,7 +83,7 @@ def test_oauth_flow_with_a_real_short_lifetime(smarty_emulator: SmartyEmulator) 
 
 def test_readme_example_is_the_one_in_the_suite() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("A complete test (this file is `tests/test_plugin_example.py`", 1)[1]
+    section = readme.split("this file is `tests/test_plugin_example.py` in\nthis repository", 1)[1]
     block = section.split("```python\n", 1)[1].split("```", 1)[0]
     example = (Path(__file__).resolve().parent / "test_plugin_example.py").read_text()
     assert block == example
