@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from emulator.face.engine import DlibEngine, Face
+from emulator.observe import RequestRecord
 from emulator.wire.overload import InflightGate
 from tests.emulator_server import EmulatorServer, fixture
 
@@ -72,8 +73,11 @@ def test_second_request_is_refused_fast_while_the_first_is_in_flight(
     first, result = _set_in_background(server)
     assert engine.entered.wait(timeout=60)  # the first request is inside the engine, holding the only slot
 
+    seen: list[RequestRecord] = []
+    server.runtime.observers.append(seen.append)
     refused = server.call("recognize", {"space": "0", "images": [{"name": "f"}]}, [("f", fixture(PHOTO))])
     assert first.is_alive() and not engine.gate.is_set()  # answered while the first is still held
+    assert [(r.method, r.envelope_status, r.body) for r in seen] == [("recognize", 500, OVERLOADED)]
     assert refused.status_code == 200  # always-200 mode
     assert refused.headers["retry-after"] == "1"
     assert refused.json() == {"status": 500, "body": OVERLOADED, "htmlencoded": False, "last_modified": 0}

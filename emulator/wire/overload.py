@@ -18,13 +18,18 @@ This is a pure ASGI middleware: it reads the limit from ``runtime.settings`` on 
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from emulator.observe import RequestRecord
 from emulator.runtime import Runtime
 from emulator.wire import envelope
+
+log = logging.getLogger("emulator.requests")
 
 PERSONS_PREFIX = "/api/v1/persons/"
 OVERLOAD_ENVELOPE_STATUS = 500
@@ -71,16 +76,31 @@ class OverloadMiddleware:
         settings = self.runtime.settings
         limit = int(settings.max_inflight)
         if not self.gate.try_enter(limit):
-            await self._refuse(send, limit, settings.http_status)
+            await self._refuse(scope, send, limit, settings.http_status)
             return
         try:
             await self.app(scope, receive, send)
         finally:
             self.gate.leave()
 
-    async def _refuse(self, send: Send, limit: int, http_mode: str) -> None:
-        payload = envelope.error(OVERLOAD_ENVELOPE_STATUS, overloaded_message(self.gate.in_flight, limit))
+    async def _refuse(self, scope: Scope, send: Send, limit: int, http_mode: str) -> None:
+        message = overloaded_message(self.gate.in_flight, limit)
+        payload = envelope.error(OVERLOAD_ENVELOPE_STATUS, message)
         status = OVERLOAD_HTTP_STATUS if http_mode == "mirror" else 200
+        # Observers (journal, metrics, logs) see the refusal too; the request was not authenticated or read.
+        record = RequestRecord(
+            method=str(scope.get("path", ""))[len(PERSONS_PREFIX) :],
+            client=None,
+            started_at=time.time(),
+            body=message,
+            envelope_status=OVERLOAD_ENVELOPE_STATUS,
+            http_status=status,
+        )
+        for observer in list(self.runtime.observers):
+            try:
+                observer(record)
+            except Exception:  # an observer must never break a response
+                log.exception("request observer failed")
         headers: list[Any] = [
             (b"content-type", envelope.JSON_MEDIA_TYPE.encode()),
             (b"content-length", str(len(payload)).encode()),
