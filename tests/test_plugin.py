@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -87,3 +89,13 @@ def test_readme_example_is_the_one_in_the_suite() -> None:
     block = section.split("```python\n", 1)[1].split("```", 1)[0]
     example = (Path(__file__).resolve().parent / "test_plugin_example.py").read_text()
     assert block == example
+
+
+def test_registering_the_plugin_costs_nothing() -> None:
+    """Every pytest run of an environment with the package imports the plugin: it must stay light."""
+    probe = (
+        "import sys, emulator.pytest_plugin; "
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'dlib', 'numpy', 'httpx') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.strip() == "[]"
