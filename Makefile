@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 
-.PHONY: run test lint chromium
+.PHONY: run test lint chromium bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ test: $(BIN)/python chromium
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# Benchmarks (about 3 minutes): writes bench/RESULTS.md.
+bench: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	BENCH_VIA_MAKE=1 $(BIN)/python bench/run.py
 
 lint: $(BIN)/python
 	$(BIN)/ruff check .

@@ -67,7 +67,9 @@ class SpaceIndex:
         if not len(self.face_ids):
             empty = np.zeros(0, dtype=np.int64)
             return Candidates(empty, np.zeros(0, dtype=np.float32))
-        sims = self.matrix @ np.asarray(embedding, dtype=np.float32)
+        # einsum runs numpy's own single-threaded SIMD loop: BLAS (``@``) spreads a 75,000-row mat-vec over
+        # threads that, on a busy machine, wait for each other (p50 ~18 ms vs ~2 ms, measured in bench/).
+        sims = np.einsum("ij,j->i", self.matrix, np.asarray(embedding, dtype=np.float32))
         per_person = np.maximum.reduceat(sims, self._starts)
         if min_score is None:
             order = np.argsort(-per_person, kind="stable")

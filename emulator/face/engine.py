@@ -292,8 +292,7 @@ def _scan(detector: Any, rgb: np.ndarray, scan: DetectionPass) -> list[tuple[dli
         return list(zip(rects, scores, strict=True))
     height, width = rgb.shape[:2]
     small_size = (max(1, round(width * scan.scale)), max(1, round(height * scan.scale)))
-    small = np.asarray(Image.fromarray(rgb).resize(small_size, Image.Resampling.BILINEAR))
-    rects, scores, _ = detector.run(np.ascontiguousarray(small), scan.upsample, 0.0)
+    rects, scores, _ = detector.run(_downscale(rgb, small_size), scan.upsample, 0.0)
     sx, sy = width / small_size[0], height / small_size[1]
     mapped = [
         dlib.rectangle(
@@ -305,6 +304,18 @@ def _scan(detector: Any, rgb: np.ndarray, scan: DetectionPass) -> list[tuple[dli
         for r in rects
     ]
     return list(zip(mapped, scores, strict=True))
+
+
+def _downscale(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``rgb`` resized to ``size`` (width, height): a box-filter reduction by the whole factor (fast), then
+    bilinear for the rest. About 10x faster than one antialiased bilinear resize of the full image."""
+    image = Image.fromarray(rgb)
+    factor = min(rgb.shape[1] // size[0], rgb.shape[0] // size[1])
+    if factor >= 2:
+        image = image.reduce(factor)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return np.ascontiguousarray(np.asarray(image))
 
 
 def score_to_confidence(score: float) -> float:
