@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from emulator import admin, snapshot
 from emulator.runtime import Runtime
+from emulator.store.sqlite import WriteDelta
 from emulator.types import ClientId, SpaceKey
 from emulator.wire.admin_access import check_admin
 
@@ -53,7 +54,7 @@ def build_admin_router(runtime: Runtime) -> APIRouter:
     )
     store = runtime.store
 
-    def on_write(delta: Any) -> None:
+    def on_write(delta: WriteDelta) -> None:
         runtime.service.index.apply(delta)
 
     @router.get("/clients")
