@@ -2,8 +2,7 @@
 
 Every case is one real HTTP request to a real server (real dlib). Space 1 holds two persons (person 1 from
 ``people/obama``, person 2 from ``people/biden``); after each case the test checks that every person and face
-of every space is exactly as before, and that the server still answers (``GET /emulator/health`` when the
-server has it, else a truncate of the scratch space 9).
+of every space is exactly as before, and that the server still answers (``GET /emulator/health``).
 
 Where the emulator decides what a correct answer is, the case says so. In short: a CMYK or grayscale JPEG,
 a 16-bit, palette or RGBA PNG and a multi-page TIFF (its first page) are ordinary photos and are recognized;
@@ -30,7 +29,6 @@ from tests.emulator_server import EmulatorServer, fixture
 from tests.hostile import BOUNDARY, CONTENT_TYPE, FACE, OTHER_FACE, form, multipart
 
 SPACE = 1
-SCRATCH_SPACE = 9
 AUTH = {"oauth_token": "test-token", "oauth_provider": "mcs"}
 IMAGE_LIMIT = 4 * 1024 * 1024  # the default SMARTY_MAX_IMAGE_BYTES
 BODY_LIMIT = 32 * 1024 * 1024  # the default SMARTY_MAX_REQUEST_BYTES
@@ -459,22 +457,18 @@ CASES: list[Case] = [
 
 
 def _snapshot(server: EmulatorServer) -> dict[int, list[tuple[int, int]]]:
-    """Every (person, face) of every space but the scratch one: what no bad request may change."""
+    """Every (person, face) of every space: what no bad request may change."""
     store = server.runtime.store
     out = {}
     for space in range(10):
-        if space != SCRATCH_SPACE:
-            data = store.load_space(SpaceKey(DEFAULT_CLIENT, space))
-            out[space] = sorted(zip(data.person_ids.tolist(), data.face_ids.tolist(), strict=True))
+        data = store.load_space(SpaceKey(DEFAULT_CLIENT, space))
+        out[space] = sorted(zip(data.person_ids.tolist(), data.face_ids.tolist(), strict=True))
     return out
 
 
 def _assert_healthy(server: EmulatorServer) -> None:
     health = server.http.get("/emulator/health")
-    if health.status_code != 404:
-        assert health.status_code == 200, health.text
-        return
-    assert server.ok("truncate", {"space": str(SCRATCH_SPACE)}) == {}
+    assert health.status_code == 200, health.text
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.emulator_server import EmulatorServer, fixture
 
 SPEC = Path(__file__).resolve().parent / "spec" / "visionapi-openapi.json"
-EXAMPLES_PER_OPERATION = 80
+EXAMPLES_PER_OPERATION = 150
 SEED = 20261126
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 RUN: dict[str, int] = {}  # operation -> examples sent
