@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from emulator.face.cache import FaceCache, image_key
 from emulator.face.decode import decode_image
-from emulator.face.engine import DlibEngine
+from emulator.face.engine import DlibEngine, Face
 from tests.emulator_server import EmulatorServer, fixture
 
 
@@ -108,3 +110,27 @@ def test_a_cached_photo_still_obeys_lowered_pixel_limits(server: EmulatorServer,
         server.configure(max_image_width=3840, max_image_height=2160)
     assert refused["status"] == 1
     assert "larger than the allowed 1000x1000" in str(refused["error"])
+
+
+def _faces(n: int) -> tuple[Face, ...]:
+    embedding = np.zeros(128, dtype=np.float32)
+    embedding[n % 128] = 1.0
+    return (Face((0, 0, 10, 10), 0.9, embedding, 0.5, ((1, 1),) * 5),)
+
+
+def test_the_cache_keeps_the_most_recently_used_images_up_to_its_size() -> None:
+    cache = FaceCache(2)
+    keys = [image_key(bytes([i]) * 10) for i in range(3)]
+    cache.put(keys[0], _faces(0))
+    cache.put(keys[1], _faces(1))
+    assert cache.get(keys[0]) is not None  # 0 is now the most recently used
+    cache.put(keys[2], _faces(2))
+    assert cache.get(keys[1]) is None
+    kept = cache.get(keys[0])
+    assert kept is not None and np.array_equal(kept[0].embedding, _faces(0)[0].embedding)
+    cached = cache.get(keys[2])
+    assert cached is not None and not cached[0].embedding.flags.writeable  # no caller can change a later hit
+    cache.resize(0)
+    assert len(cache) == 0
+    cache.put(keys[0], _faces(0))
+    assert cache.get(keys[0]) is None
