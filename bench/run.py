@@ -449,17 +449,24 @@ def parallelism_available(seconds: float = 0.5) -> float:
 def idle_fraction(seconds: float = 1.0) -> float:
     """Share of all cores idle over ``seconds`` (Linux /proc/stat); NaN elsewhere."""
 
-    def sample() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return values[3] + values[4], sum(values[:8])  # idle + iowait, total
-
     try:
-        idle0, total0 = sample()
+        before = cpu_jiffies()
         time.sleep(seconds)
-        idle1, total1 = sample()
+        return idle_since(before)
     except OSError:
         return float("nan")
-    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(idle + iowait, total) jiffies of all cores so far (Linux /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return values[3] + values[4], sum(values[:8])
+
+
+def idle_since(before: tuple[int, int]) -> float:
+    """Share of all cores idle since ``before`` (from :func:`cpu_jiffies`)."""
+    idle, total = cpu_jiffies()
+    return (idle - before[0]) / max(1, total - before[1])
 
 
 def wait_for_quiet(max_wait: float, idle: float = 0.8) -> tuple[float, float]:
@@ -502,6 +509,7 @@ def bench_many(res: Results, ready: list[Server], n: int, quiet_wait: float) -> 
     meta = recognize_meta(n)
     walls: dict[int, list[float]] = {1: [], CORES: []}
     cores_used: dict[int, list[float]] = {1: [], CORES: []}
+    machine_idle: dict[int, list[float]] = {1: [], CORES: []}
     env = {"SMARTY_CACHE_SIZE": "0"}
     with (
         running({**env, "SMARTY_ANALYZE_WORKERS": "1"}, ready=ready) as one,
@@ -519,9 +527,11 @@ def bench_many(res: Results, ready: list[Server], n: int, quiet_wait: float) -> 
             server = servers[workers]
             assert server.proc is not None
             cpu_before = tree_cpu_seconds(server.proc.pid)
+            jiffies = cpu_jiffies()
             start = time.perf_counter()
             body = server.call("recognize", meta, files)
             wall = time.perf_counter() - start
+            machine_idle[workers].append(idle_since(jiffies))
             walls[workers].append(wall)
             cores_used[workers].append((tree_cpu_seconds(server.proc.pid) - cpu_before) / wall)
             assert len(body["objects"]) == n
@@ -531,15 +541,17 @@ def bench_many(res: Results, ready: list[Server], n: int, quiet_wait: float) -> 
     res.add()
     res.add(
         "Two rounds each, in the order 1, all, all, 1 cores. `cores used`: CPU seconds of the server and its "
-        "worker processes during the request, divided by its wall time."
+        "worker processes during the request, divided by its wall time. `machine idle`: share of all cores idle "
+        "during the request (0% with one core left unused by the emulator means other work took it)."
     )
     res.add()
-    res.add("| analysis workers | wall time (each round) | per image | cores used |")
-    res.add("| --- | ---: | ---: | ---: |")
+    res.add("| analysis workers | wall time (each round) | per image | cores used | machine idle |")
+    res.add("| --- | ---: | ---: | ---: | ---: |")
     for workers in walls:
         rounds = ", ".join(f"{wall:.2f} s" for wall in walls[workers])
         used = ", ".join(f"{c:.2f}" for c in cores_used[workers])
-        res.add(f"| {workers} | {rounds} | {ms(statistics.mean(walls[workers]) / n)} | {used} |")
+        idle_shares = ", ".join(f"{share:.0%}" for share in machine_idle[workers])
+        res.add(f"| {workers} | {rounds} | {ms(statistics.mean(walls[workers]) / n)} | {used} | {idle_shares} |")
     res.add()
     res.add(
         f"Speed-up with {CORES} cores: **{speedup:.2f}x**. The worker processes start on the first many-image "
