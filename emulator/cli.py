@@ -56,6 +56,9 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = load_settings(args)
+    from emulator.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread or worker starts: RSS settles low and stays flat
     # Workers are separate processes: hand them the settings through the environment.
     for setting in SETTINGS:
         os.environ[setting.env] = str(settings.values[setting.name])

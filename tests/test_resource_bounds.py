@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from emulator.errors import BadRequest
+from emulator.memory import limit_malloc_arenas
 from emulator.observe import RequestRecord
 from emulator.wire.multipart import parse_form
 from tests import hostile
@@ -277,3 +279,12 @@ def test_no_files_are_left_behind(server: EmulatorServer, tmp_path: Path, monkey
     assert _listing(temp, data_dir) == before
     server.runtime.observers.remove(observer)
     server.ok("truncate", {"space": "6"})
+
+
+def test_malloc_arenas_are_capped_unless_the_operator_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve`` caps glibc's malloc arenas (RSS settles low and flat); an operator's MALLOC_ARENA_MAX wins."""
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert limit_malloc_arenas() == 2
+    assert os.environ["MALLOC_ARENA_MAX"] == "2"  # inherited by the worker processes
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() == 4
