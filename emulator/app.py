@@ -24,14 +24,20 @@ from emulator.wire.oauth_route import build_oauth_router
 from emulator.wire.overload import OverloadMiddleware
 from emulator.wire.routes import build_router
 from emulator.wire.testing_aids import build_testing_router
-from emulator.wire.ui import build_ui_router
+from emulator.wire.ui import build_login_router, build_ui_router
 
 log = logging.getLogger("emulator.app")
 WARM_UP_JOIN_SECONDS = 30.0
 
 
+# The engine's own decode ceiling. The live pixel limits (SMARTY_MAX_IMAGE_WIDTH/HEIGHT) are checked from the
+# header before the engine sees an image, so they may be raised at run time up to this ceiling.
+ENGINE_MAX_SIDE = 8192
+
+
 def default_engine(settings: Settings) -> DlibEngine:
-    return DlibEngine(max_width=settings.max_image_width, max_height=settings.max_image_height)
+    side = max(ENGINE_MAX_SIDE, settings.max_image_width, settings.max_image_height)
+    return DlibEngine(max_width=side, max_height=side)
 
 
 def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: SqliteStore | None = None) -> FastAPI:
@@ -59,6 +65,7 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app.include_router(build_oauth_router(runtime))
     app.include_router(build_testing_router(runtime))
     keep_raw_send(app)  # lets the "drop" fault close a connection without a response
+    app.include_router(build_login_router(runtime))
     app.include_router(build_ui_router(runtime))
     app.include_router(build_health_router(runtime))
     app.include_router(build_metrics_router(metrics))

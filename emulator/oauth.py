@@ -212,10 +212,12 @@ class TokenIssuer:
         if not dot or not head or not tail or len(token) > 1024:
             return None
         try:
-            raw, signature = _unb64(head), _unb64(tail)
+            raw = _unb64(head)
         except (binascii.Error, ValueError):
             return None
-        if not hmac.compare_digest(signature, self._signature(raw)):
+        # Compare the canonical text, not decoded bytes: base64's spare bits would let several strings
+        # decode to one signature, so one issued token would have look-alike twins.
+        if head != _b64(raw) or not hmac.compare_digest(tail.encode(), _b64(self._signature(raw)).encode()):
             return None
         try:
             payload = json.loads(raw)

@@ -213,7 +213,7 @@ SETTINGS: tuple[Setting, ...] = (
         "loopback",
         "Access to the admin API and page under `/emulator/`: `off`; `loopback` (open to loopback clients, "
         "and only while the server itself listens on a loopback address); `token` (every call needs "
-        "`Authorization: Bearer <SMARTY_ADMIN_TOKEN>`, from anywhere).",
+        "`Authorization: Bearer <SMARTY_ADMIN_TOKEN>`, or the cookie of `/emulator/ui/login`, from anywhere).",
         choices=("off", "loopback", "token"),
     ),
     Setting("admin_token", str, "", "The admin token for `SMARTY_ADMIN=token`."),
@@ -320,9 +320,13 @@ def parse_oauth_clients(spec: str) -> dict[str, tuple[str, str]]:
 
 def markdown_table() -> str:
     """The README's settings table, generated from :data:`SETTINGS`."""
-    rows = ["| Setting | Flag | Type | Default | Description |", "| --- | --- | --- | --- | --- |"]
+    rows = [
+        "| Setting | Flag | Type | Default | Live | Description |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for s in SETTINGS:
         default = "(empty)" if s.default == "" else str(s.default)
         kind = "one of " + ", ".join(s.choices) if s.choices else s.type.__name__
-        rows.append(f"| `{s.env}` | `{s.flag}` | {kind} | `{default}` | {s.help} |")
+        live = "yes" if s.live else ""
+        rows.append(f"| `{s.env}` | `{s.flag}` | {kind} | `{default}` | {live} | {s.help} |")
     return "\n".join(rows)

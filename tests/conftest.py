@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from emulator.app import default_engine
 from emulator.face.engine import DlibEngine
+from emulator.settings import Settings
 from tests.emulator_server import EmulatorServer
 
 
 @pytest.fixture(scope="session")
 def engine() -> DlibEngine:
-    """The real engine, models loaded once for the whole suite."""
-    real = DlibEngine()
+    """The real engine as the server builds it, models loaded once for the whole suite."""
+    real = default_engine(Settings.from_sources({}))
     real.warm_up()
     return real
 

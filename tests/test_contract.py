@@ -229,9 +229,23 @@ def test_image_over_the_pixel_limit(server: EmulatorServer, space: int) -> None:
     Image.new("RGB", (4000, 100), "white").save(big, "PNG")
     body = server.ok("recognize", {"space": str(space), "images": [{"name": "f"}]}, [("f", big.getvalue())])
     assert body["objects"][0]["status"] == 1
-    assert body["objects"][0]["error"] == (
-        "image is 4000x100 pixels, larger than the allowed 3840x2160 (or 2160x3840)"
-    )
+    assert body["objects"][0]["error"] == ("image is 4000x100 pixels, larger than the allowed 3840x2160 (or 2160x3840)")
+
+
+def test_pixel_limit_raised_at_run_time(server: EmulatorServer, space: int) -> None:
+    import io
+
+    from PIL import Image
+
+    wide = io.BytesIO()
+    Image.new("RGB", (4000, 100), "white").save(wide, "PNG")
+    meta = {"space": str(space), "images": [{"name": "f"}]}
+    server.configure(max_image_width=4096)
+    try:
+        body = server.ok("recognize", meta, [("f", wide.getvalue())])
+    finally:
+        server.configure(max_image_width=3840)
+    assert body["objects"] == [{"status": 0, "name": "f"}]  # decoded and scanned: no face
 
 
 def test_image_under_the_pixel_minimum(server: EmulatorServer, space: int) -> None:

@@ -209,3 +209,15 @@ def test_service_token_clients_without_oauth_clients_get_no_tokens(tmp_path: Pat
     with pytest.raises(OAuthError) as refused:
         issuer.client_credentials("anyone", "anything")
     assert (refused.value.error, refused.value.http_status) == ("invalid_client", 401)
+
+
+def test_a_token_has_no_look_alike_twins(tmp_path: Path) -> None:
+    """Every other last character of the signature is refused, also those that decode to the same bytes."""
+    issuer = TokenIssuer({"shop": ("id-1", "s3cret")}, lambda: load_or_create_secret(tmp_path), lambda: 60)
+    token = issuer.client_credentials("id-1", "s3cret").access_token
+    assert issuer.check_access(token) is not None
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    twins = [token[:-1] + c for c in alphabet if c != token[-1]]
+    assert [t for t in twins if issuer.check_access(t) is not None] == []
+    head, _, tail = token.partition(".")
+    assert issuer.check_access(f"{head}=.{tail}") is None

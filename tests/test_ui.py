@@ -10,6 +10,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -296,6 +297,29 @@ def test_the_page_is_behind_the_admin_setting(server: EmulatorServer, space: int
         assert server.http.get("/emulator/ui").status_code == 403
         assert server.http.get("/emulator/ui", headers={"Authorization": "Bearer secret-admin"}).status_code == 200
     finally:
+        server.runtime.settings = before
+
+
+def test_a_browser_signs_in_once_when_the_admin_api_is_guarded(server: EmulatorServer) -> None:
+    """A browser cannot add an Authorization header: /emulator/ui/login sets an HttpOnly cookie instead."""
+    before = server.runtime.settings
+    browser = httpx.Client(base_url=server.base_url, timeout=30)
+    try:
+        server.configure(admin="token", admin_token="secret-admin")
+        assert browser.get("/emulator/ui").status_code == 403
+        assert browser.get("/emulator/ui/login").status_code == 200
+        wrong = browser.post("/emulator/ui/login", data={"token": "guess"}, follow_redirects=False)
+        assert wrong.status_code == 403 and "smarty_admin" not in browser.cookies
+        signed_in = browser.post("/emulator/ui/login", data={"token": "secret-admin"}, follow_redirects=False)
+        assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/emulator/ui")
+        cookie = signed_in.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/emulator" in cookie
+        assert browser.get("/emulator/ui").status_code == 200
+        assert browser.get("/emulator/clients").status_code == 200
+        server.configure(admin_token="rotated")  # a new token signs every browser out
+        assert browser.get("/emulator/clients").status_code == 403
+    finally:
+        browser.close()
         server.runtime.settings = before
 
 

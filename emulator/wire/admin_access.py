@@ -2,7 +2,8 @@
 
 ``off``: nobody. ``loopback``: clients on a loopback address, and only while the server
 listens on a loopback address (never open on a public bind). ``token``: anyone with
-``Authorization: Bearer <admin_token>``, compared in constant time.
+``Authorization: Bearer <admin_token>`` (or, for a browser, the cookie that
+``/emulator/ui/login`` sets), compared in constant time.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import ipaddress
 from fastapi import HTTPException, Request
 
 from emulator.runtime import Runtime
+
+ADMIN_COOKIE = "smarty_admin"
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -34,9 +37,15 @@ def check_admin(request: Request) -> None:
         raise HTTPException(status_code=404, detail="the admin API is off (SMARTY_ADMIN=off)")
     if settings.admin == "token":
         given = request.headers.get("authorization", "")
+        cookie = request.cookies.get(ADMIN_COOKIE)
+        if not given and cookie:  # a browser on the demo page, signed in at /emulator/ui/login
+            given = f"Bearer {cookie}"
         expected = f"Bearer {settings.admin_token}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise HTTPException(status_code=403, detail="admin token required: Authorization: Bearer <token>")
+            raise HTTPException(
+                status_code=403,
+                detail="admin token required: Authorization: Bearer <token> (a browser: sign in at /emulator/ui/login)",
+            )
         return
     client_host = request.client.host if request.client else None
     if not (_is_loopback(settings.host) and _is_loopback(client_host)):

@@ -11,15 +11,17 @@ Thumbnails are addressed by face id, which is unique across clients. The admin A
 from __future__ import annotations
 
 import hashlib
+import hmac
 from importlib import resources
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Form, Header, HTTPException, Query, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from emulator.runtime import Runtime
 from emulator.store.thumbnails import read_thumbnail
 from emulator.types import ClientId
-from emulator.wire.admin_access import check_admin
+from emulator.wire.admin_access import ADMIN_COOKIE, check_admin
 
 UI_PATH = "/emulator/ui"
 _MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
@@ -42,6 +44,43 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
         if entry.is_file() and suffix in _MEDIA_TYPES:
             files[entry.name] = (entry.read_bytes(), _MEDIA_TYPES[suffix])
     return files
+
+
+_LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>smarty-emulator: sign in</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 28rem; margin: 3rem auto; padding: 0 1rem">
+<h1>smarty-emulator</h1>
+<p>The admin API is guarded (<code>SMARTY_ADMIN=token</code>). Enter the admin token to open the demo page.</p>
+<form method="post" action="/emulator/ui/login">
+<label for="token">Admin token</label><br>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<button type="submit">Sign in</button>
+</form>
+%s</body></html>
+"""
+
+
+def build_login_router(runtime: Runtime) -> APIRouter:
+    """``SMARTY_ADMIN=token``: a browser cannot add an Authorization header, so the page signs in once and
+    keeps the token in an HttpOnly, SameSite=Strict cookie that ``check_admin`` accepts."""
+    router = APIRouter()
+
+    @router.get(UI_PATH + "/login", include_in_schema=False)
+    async def login_page() -> HTMLResponse:
+        return HTMLResponse(_LOGIN_PAGE % "", headers=_HEADERS)
+
+    @router.post(UI_PATH + "/login", include_in_schema=False)
+    async def login(token: str = Form(default="")) -> Response:
+        settings = runtime.settings
+        expected = settings.admin_token.encode()
+        if settings.admin != "token" or not expected or not hmac.compare_digest(token.encode(), expected):
+            return HTMLResponse(_LOGIN_PAGE % '<p role="alert">Wrong token.</p>', status_code=403, headers=_HEADERS)
+        response = RedirectResponse(UI_PATH, status_code=303)
+        response.set_cookie(ADMIN_COOKIE, token, httponly=True, samesite="strict", path="/emulator")
+        return response
+
+    return router
 
 
 def build_ui_router(runtime: Runtime) -> APIRouter:
