@@ -17,12 +17,8 @@ reported, never asserted (speed lives in bench/).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,9 +28,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.emulator_server import fixture, free_port
+from tests.emulator_process import EmulatorProcess
+from tests.emulator_server import fixture
 
-ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 16
 DURATION = 60.0
 WINDOW = 20.0  # seconds compared at the start and at the end
@@ -57,90 +53,10 @@ SET_PHOTOS = PHOTOS[:-1]  # one face each
 AUTH = {"oauth_token": "load-token", "oauth_provider": "mcs"}
 
 
-class ServerProcess:
-    """``python -m emulator serve --workers 2`` on a free loopback port."""
-
-    def __init__(self, data_dir: Path, workers: int) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTY_")}
-        env.update({"SMARTY_LOG_LEVEL": "warning"})
-        self.log = data_dir.parent / "server.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "emulator",
-                    "serve",
-                    "--workers",
-                    str(workers),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--data-dir",
-                    str(data_dir),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_until_serving(self, workers: int) -> None:
-        """Until each worker has answered a persons request (a worker answers once its models are loaded)."""
-        deadline = time.monotonic() + 180
-        served = 0
-        with httpx.Client(base_url=self.base_url, timeout=60) as http:
-            while served < workers * 4:
-                assert self.process.poll() is None, self.log.read_text()
-                assert time.monotonic() < deadline, "server did not come up"
-                try:
-                    response = http.post(
-                        "/api/v1/persons/truncate", params=AUTH, files={"meta": (None, '{"space":"9"}')}
-                    )
-                    served += response.json() == {"status": 200, "body": {}, "htmlencoded": False, "last_modified": 0}
-                except httpx.TransportError:
-                    time.sleep(0.2)
-
-    def pids(self) -> list[int]:
-        """The supervisor and all its descendants."""
-        found, todo = [], [self.process.pid]
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            for task in Path(f"/proc/{pid}/task").glob("*"):
-                with contextlib.suppress(OSError):
-                    todo.extend(int(c) for c in (task / "children").read_text().split())
-        return found
-
-    def rss_bytes(self) -> int:
-        total = 0
-        for pid in self.pids():
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        return total
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
-
-
 @pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path / "data", workers=2)
+def two_workers(tmp_path: Path) -> Iterator[EmulatorProcess]:
+    server = EmulatorProcess(tmp_path / "data", workers=2).start()
     try:
-        server.wait_until_serving(workers=2)
         yield server
     finally:
         server.stop()
@@ -214,7 +130,7 @@ def _mean(samples: list[tuple[float, int]], start: float, end: float) -> float:
     return statistics.mean(rss for t, rss in samples if start <= t < end)
 
 
-def test_sixteen_clients_for_sixty_seconds(two_workers: ServerProcess) -> None:
+def test_sixteen_clients_for_sixty_seconds(two_workers: EmulatorProcess) -> None:
     server = two_workers
     tally = Tally()
     samples: list[tuple[float, int]] = []  # (seconds since the clients started, summed RSS)

@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from emulator.logs import LineFormatter, RequestLog, redact
 from emulator.observe import ImageInfo, RequestRecord
-from tests.emulator_server import fixture, free_port
+from tests.emulator_process import EmulatorProcess
+from tests.emulator_server import fixture
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "tok-5be1d0c7-9a4f-known-secret"
 OTHER_TOKEN = "tok-unknown-4412-also-secret"
 
@@ -117,51 +112,23 @@ def test_redact_removes_configured_secrets_anywhere() -> None:
 # --- a real server in a subprocess ------------------------------------------------------------
 
 
-class Server:
+class Server(EmulatorProcess):
+    """Two workers, JSON logs at debug level with the access log on, and its own TMPDIR."""
+
     def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
         self.tmp = tmp_path / "tmp"
         self.tmp.mkdir()
-        self.out = tmp_path / "out.log"
-        self.err = tmp_path / "err.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTY_", "PROMETHEUS_"))}
-        env.update(
-            {
-                "SMARTY_PORT": str(self.port),
-                "SMARTY_DATA_DIR": str(tmp_path / "data"),
-                "SMARTY_CLIENTS": f"shop={TOKEN}",
-                "SMARTY_WORKERS": "2",
-                "SMARTY_ANALYZE_WORKERS": "1",
-                "SMARTY_LOG_FORMAT": "json",
-                "SMARTY_LOG_LEVEL": "debug",
-                "SMARTY_ACCESS_LOG": "true",
-                "TMPDIR": str(self.tmp),
-            }
+        super().__init__(
+            tmp_path / "data",
+            workers=2,
+            env={"TMPDIR": str(self.tmp)},
+            clients=f"shop={TOKEN}",
+            analyze_workers=1,
+            log_format="json",
+            log_level="debug",
+            access_log="true",
         )
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "emulator", "serve"],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
         self.http = httpx.Client(base_url=self.base_url, timeout=60)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 90
-        ready_in_a_row = 0
-        while ready_in_a_row < 6:  # connections land on either worker: see both ready
-            assert self.process.poll() is None, self.output()
-            assert time.monotonic() < deadline, self.output()
-            try:
-                ok = httpx.get(f"{self.base_url}/emulator/ready", timeout=10).status_code == 200
-            except httpx.TransportError:
-                ok = False
-            ready_in_a_row = ready_in_a_row + 1 if ok else 0
-            time.sleep(0.05)
 
     def persons(self, method: str, meta: str, token: str, files: list[tuple[str, bytes]] = ()) -> dict[str, Any]:
         parts: list[tuple[str, tuple[str | None, bytes | str, str]]] = [
@@ -175,19 +142,9 @@ class Server:
         payload: dict[str, Any] = response.json()
         return payload
 
-    def stop(self) -> int:
+    def stop(self) -> int | None:
         self.http.close()
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-        return self.process.returncode
-
-    def output(self) -> str:
-        return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
+        return super().stop()
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +152,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Start the server, make requests with the known token, stop it; hand over what it wrote and answered."""
     server = Server(tmp_path_factory.mktemp("logs"))
     try:
-        server.wait_ready()
+        server.start()
         answers = [
             server.persons(
                 "set",
@@ -221,7 +178,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "answers": answers,
         "scrapes": scrapes,
         "code": code,
-        "output": server.output(),
+        "output": server.log(),
         "tmp": server.tmp,
     }
 
