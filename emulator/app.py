@@ -23,6 +23,7 @@ from emulator.wire.metrics import build_metrics_router
 from emulator.wire.oauth_route import build_oauth_router
 from emulator.wire.overload import OverloadMiddleware
 from emulator.wire.routes import build_router
+from emulator.wire.shared_sync import SharedStateSync
 from emulator.wire.testing_aids import build_testing_router
 from emulator.wire.ui import build_login_router, build_ui_router
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app.include_router(build_metrics_router(metrics))
     app.include_router(build_admin_router(runtime))
     app.add_middleware(OverloadMiddleware, runtime=runtime)
+    app.add_middleware(SharedStateSync, runtime=runtime)  # outermost: live settings and faults of all workers
     return app
 
 

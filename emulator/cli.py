@@ -62,6 +62,12 @@ def serve(args: argparse.Namespace) -> int:
     # Workers are separate processes: hand them the settings through the environment.
     for setting in SETTINGS:
         os.environ[setting.env] = str(settings.values[setting.name])
+    # One id for this run, shared by its workers: the testing aids' shared state of an earlier run is emptied.
+    import uuid
+
+    from emulator.store.shared_state import BOOT_ID_ENV
+
+    os.environ[BOOT_ID_ENV] = uuid.uuid4().hex
     from emulator import logs
     from emulator.metrics import multiprocess_dir
 

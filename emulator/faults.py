@@ -19,17 +19,26 @@ sequence of faults on every run. Without either, it fires on every matching requ
 Rules are evaluated in the order they were added: every firing latency rule adds its delay,
 every firing per-object rule marks its images, and the first firing request-level fault
 (envelope, HTTP, drop) wins and ends the evaluation (later rules are not consumed).
-Rules live in the process's memory (with several workers, each worker has its own).
+Rules and their counters live in the data dir's shared state (:mod:`emulator.store.shared_state`),
+so every worker process of a server applies the same rules: a request takes the rules in a write
+transaction, so ``times`` counts across workers (a ``times=1`` rule fires once in all), and a
+rule's draws form one sequence of its ``random.Random(seed)`` in the order requests took them
+(each process keeps a generator per rule and moves it forward to the shared draw counter).
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
+import functools
+import json
 import random
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from emulator.store.shared_state import SharedState, StoredRule
 
 OBJECT_KINDS = ("object_temporary", "object_permanent")
 ABORT_KINDS = ("envelope_500", "http_502", "http_503", "http_504", "drop")
@@ -61,10 +70,7 @@ class FaultRule:
     id: int = 0
     matched: int = 0
     fired: int = 0
-    _rng: random.Random = field(default_factory=random.Random, repr=False)
-
-    def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
+    draws: int = 0  # values taken from the rule's random.Random(seed) so far
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FaultRule:
@@ -115,6 +121,22 @@ class FaultRule:
             message=message,
         )
 
+    def spec(self) -> dict[str, Any]:
+        """The rule as given (what :meth:`from_json` reads back), without id and counters."""
+        return {
+            "kind": self.kind,
+            "method": self.method,
+            "space": self.space,
+            "image": self.image,
+            "times": self.times,
+            "probability": self.probability,
+            "seed": self.seed,
+            "latency_ms": self.latency_ms,
+            "latency_max_ms": self.latency_max_ms,
+            "body": self.body,
+            "message": self.message,
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -152,20 +174,22 @@ class FaultRule:
             return False
         return not (self.kind in OBJECT_KINDS and not names)
 
-    def fire(self) -> bool:
-        """Called once per matching request: does the rule fire this time?"""
+    def fire(self, draw: Callable[[], float]) -> bool:
+        """Called once per matching request: does the rule fire this time? ``draw`` gives the
+        rule's next random value."""
         self.matched += 1
         if self.exhausted:
             return False
-        if self.probability is not None and self._rng.random() >= self.probability:
+        if self.probability is not None and draw() >= self.probability:
             return False
         self.fired += 1
         return True
 
-    def delay_s(self) -> float:
+    def delay_s(self, draw: Callable[[], float]) -> float:
         if self.latency_max_ms is None:
             return self.latency_ms / 1000
-        return self._rng.uniform(self.latency_ms, self.latency_max_ms) / 1000
+        low, high = self.latency_ms, self.latency_max_ms
+        return (low + (high - low) * draw()) / 1000  # random.Random.uniform(low, high), from the shared sequence
 
 
 def _optional_int(data: Mapping[str, Any], name: str, low: int | None, high: int | None) -> int | None:
@@ -206,49 +230,100 @@ class FaultPlan:
     fired: list[str] = field(default_factory=list)  # "kind#id" of every rule that fired, for the journal
 
 
-class FaultInjector:
-    """The rules of this process, and the decision per request. Thread-safe."""
+class _Draws:
+    """A rule's ``random.Random(seed)``, kept per process and moved forward to the shared draw counter
+    (with one worker it is always there already: no extra work)."""
 
-    def __init__(self) -> None:
-        self._rules: list[FaultRule] = []
-        self._next_id = 1
-        self._lock = threading.Lock()
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.position = 0
+
+    def at(self, position: int) -> float:
+        """The generator's value number ``position`` (from 0)."""
+        if position < self.position:
+            self.rng, self.position = random.Random(self.seed), 0
+        while self.position < position:
+            self.rng.random()
+            self.position += 1
+        self.position += 1
+        return self.rng.random()
+
+
+class FaultInjector:
+    """The rules of the server (shared by its worker processes), and the decision per request. Thread-safe."""
+
+    def __init__(self, shared: SharedState) -> None:
+        self._shared = shared
+        self.active = False  # any rules? Kept fresh by Runtime.sync_shared (once per request) and by add/clear
+        self._specs: dict[str, dict[str, Any]] = {}  # spec text -> dict (a rule's spec never changes)
+        self._rules: dict[int, tuple[dict[str, Any], FaultRule]] = {}  # id -> (its spec, the parsed rule)
+        self._draws: dict[int, _Draws] = {}
+        self._lock = threading.Lock()  # for the caches and generators of this process
 
     def add(self, rule: FaultRule) -> FaultRule:
-        with self._lock:
-            rule.id = self._next_id
-            self._next_id += 1
-            self._rules.append(rule)
+        stored = self._shared.add_rule(rule.spec())
+        rule.id = stored.id
+        self.active = True
         return rule
-
-    @property
-    def active(self) -> bool:
-        """Any rules at all (read without the lock: a request racing an add may miss it)."""
-        return bool(self._rules)
 
     def rules(self) -> list[FaultRule]:
         with self._lock:
-            return list(self._rules)
+            return [copy.copy(self._rule(stored)) for stored in self._shared.rules(self._parse)]
 
     def clear(self) -> int:
-        with self._lock:
-            removed = len(self._rules)
-            self._rules.clear()
+        removed = self._shared.clear_rules()
+        self.active = False
         return removed
+
+    def _parse(self, text: str) -> dict[str, Any]:
+        spec = self._specs.get(text)
+        if spec is None:
+            if len(self._specs) > 1000:
+                self._specs.clear()
+            spec = self._specs[text] = json.loads(text)
+        return spec
+
+    def _rule(self, stored: StoredRule) -> FaultRule:
+        """A rule object with the stored counters (parsed once per process)."""
+        cached = self._rules.get(stored.id)
+        if cached is not None and cached[0] is stored.spec:
+            rule = cached[1]
+        else:
+            rule = FaultRule.from_json(stored.spec)
+            rule.id = stored.id
+            self._rules[stored.id] = (stored.spec, rule)
+        rule.matched, rule.fired, rule.draws = stored.matched, stored.fired, stored.draws
+        return rule
+
+    def _draw(self, rule: FaultRule) -> float:
+        draws = self._draws.get(rule.id)
+        if draws is None or draws.seed != rule.seed:
+            draws = self._draws[rule.id] = _Draws(rule.seed)
+        value = draws.at(rule.draws)
+        rule.draws += 1
+        return value
 
     def plan(self, method: str, space: int | None, names: Sequence[str] | None) -> FaultPlan:
         """Decide the faults of one request. ``names`` are meta's image names (``None`` if
         meta is not usable, which disables per-object faults and image globs)."""
         plan = FaultPlan()
-        with self._lock:
-            if not self._rules:
-                return plan
-            for rule in self._rules:
-                if not rule.matches(method, space, names) or not rule.fire():
+
+        def decide(stored_rules: list[StoredRule]) -> None:
+            self.active = bool(stored_rules)
+            for stored in stored_rules:
+                rule = self._rule(stored)
+                if not rule.matches(method, space, names):
+                    continue
+                draw = functools.partial(self._draw, rule)
+                fired = rule.fire(draw)
+                delay = rule.delay_s(draw) if fired and rule.kind == "latency" else 0.0
+                stored.matched, stored.fired, stored.draws = rule.matched, rule.fired, rule.draws
+                if not fired:
                     continue
                 plan.fired.append(f"{rule.kind}#{rule.id}")
                 if rule.kind == "latency":
-                    plan.delay_s += rule.delay_s()
+                    plan.delay_s += delay
                 elif rule.kind in OBJECT_KINDS:
                     status = 2 if rule.kind == "object_temporary" else 1
                     text = rule.message or (TEMPORARY_ERROR if status == 2 else PERMANENT_ERROR)
@@ -257,4 +332,7 @@ class FaultInjector:
                 else:
                     plan.abort = rule
                     break
+
+        with self._lock:
+            self._shared.update_rules(decide, self._parse)
         return plan

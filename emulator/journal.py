@@ -6,25 +6,25 @@ test needs: time, method, client, space, meta, each image's name, size and sha25
 the bytes), each object's result, the envelope and HTTP statuses, the duration, and the
 fault rules that fired. Entries are numbered from 1 in the order requests finished.
 
-The journal lives in the process's memory: with several workers, each worker keeps its own
-(run tests against one worker, as the pytest plugin does).
+The ring lives in the data dir's shared state (:mod:`emulator.store.shared_state`): every
+worker process of a server writes to it and reads all of it, so the journal lists the
+requests of all workers, whichever worker answers ``GET /emulator/requests``.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import deque
-from collections.abc import Iterable
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from emulator.observe import RequestRecord
+from emulator.store.shared_state import SharedState
 
 
-def entry_of(number: int, record: RequestRecord) -> dict[str, Any]:
+def entry_of(record: RequestRecord) -> dict[str, Any]:
+    """The entry of a request, without its number (the shared ring hands it out)."""
     ok = record.envelope_status == 200 and isinstance(record.body, dict)
     return {
-        "id": number,
         "time": datetime.fromtimestamp(record.started_at, UTC).isoformat(timespec="milliseconds"),
         "started_at": record.started_at,
         "method": record.method,
@@ -43,42 +43,29 @@ def entry_of(number: int, record: RequestRecord) -> dict[str, Any]:
 
 
 class Journal:
-    """A bounded, thread-safe ring of request entries. ``size`` 0 keeps nothing."""
+    """A bounded ring of request entries, shared by the server's worker processes. ``size`` 0 keeps nothing."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, shared: SharedState, size: int) -> None:
+        self.shared = shared
         self.size = size
-        self._entries: deque[dict[str, Any]] = deque(maxlen=max(size, 1))
-        self._count = 0
-        self._lock = threading.Lock()
 
     def __call__(self, record: RequestRecord) -> None:
         if self.size <= 0:
             return
-        with self._lock:
-            self._count += 1
-            self._entries.append(entry_of(self._count, record))
+        entry = json.dumps(entry_of(record), ensure_ascii=False, default=str)
+        self.shared.journal_append(record.started_at, record.method, record.space, entry, self.size)
 
     def entries(
         self, method: str | None = None, space: int | None = None, since: float | None = None
     ) -> list[dict[str, Any]]:
         """Oldest first; ``since`` is a unix time: entries of requests started at or after it."""
-        with self._lock:
-            found: Iterable[dict[str, Any]] = list(self._entries)
-        return [
-            entry
-            for entry in found
-            if (method is None or entry["method"] == method)
-            and (space is None or entry["space"] == space)
-            and (since is None or entry["started_at"] >= since)
-        ]
+        found = self.shared.journal_entries(self.size, method, space, since)
+        return [{"id": number, **json.loads(text)} for number, text in found]
 
     def clear(self) -> int:
-        with self._lock:
-            removed = len(self._entries)
-            self._entries.clear()
-        return removed
+        return self.shared.journal_clear(self.size)
 
     @property
     def total(self) -> int:
         """Requests recorded since the start (cleared or dropped from the ring included)."""
-        return self._count
+        return self.shared.journal_total()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from emulator.face.engine import FaceEngine
 from emulator.faults import FaultInjector
@@ -14,21 +18,30 @@ from emulator.observe import Observer
 from emulator.seed import seed_at_startup
 from emulator.service import PersonsService
 from emulator.settings import Settings, parse_clients, parse_oauth_clients
+from emulator.store.shared_state import BOOT_ID_ENV, SharedState
 from emulator.store.sqlite import SqliteStore
 from emulator.wire.auth import TokenDirectory
 
 
 @dataclass
 class Runtime:
-    """Settings (some may change live), the engine, the store and the service."""
+    """Settings (some may change live), the engine, the store and the service.
 
-    settings: Settings
+    ``settings`` is ``base_settings`` (environment and flags, or what an in-process caller assigns) with the
+    live overrides of ``PATCH /emulator/settings`` on top. The overrides, the fault rules and the journal live
+    in the data dir's shared state, so every worker process of a server sees the same; :meth:`sync_shared`
+    (once per HTTP request) notices a change made through another worker with one small read.
+    """
+
+    base_settings: Settings
     engine: FaceEngine
     store: SqliteStore
+    boot_id: str = field(default_factory=lambda: os.environ.get(BOOT_ID_ENV) or uuid.uuid4().hex)
     service: PersonsService = field(init=False)
     directory: TokenDirectory = field(init=False)
     oauth: TokenIssuer = field(init=False)
-    faults: FaultInjector = field(default_factory=FaultInjector)
+    shared: SharedState = field(init=False)
+    faults: FaultInjector = field(init=False)
     journal: Journal = field(init=False)
     ready: threading.Event = field(default_factory=threading.Event)
     startup: set[str] = field(default_factory=set)  # done so far: "store", "models", "warm-up"
@@ -36,6 +49,11 @@ class Runtime:
     observers: list[Observer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._settings = self.base_settings
+        self._overrides: dict[str, Any] = {}
+        self._settings_version = -1
+        self.shared = SharedState(self.store.data_dir, self.boot_id)
+        self.faults = FaultInjector(self.shared)
         self.service = PersonsService(self.engine, self.store, lambda: self.settings)
         service_clients = parse_clients(self.settings.clients)
         self.oauth = TokenIssuer(
@@ -45,8 +63,49 @@ class Runtime:
             open_allowed=not service_clients,
         )
         self.directory = TokenDirectory(service_clients, self.oauth)
-        self.journal = Journal(int(self.settings.journal_size))
+        self.journal = Journal(self.shared, int(self.settings.journal_size))
         self.observers.append(self.journal)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force: the base settings with the live overrides."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        """Replace the base settings (in-process callers and tests); the live overrides stay on top."""
+        self.base_settings = value
+        self._settings = value.replace(**self._overrides) if self._overrides else value
+
+    def sync_shared(self) -> None:
+        """Pick up live settings and fault rules changed through any worker: one small read, called
+        once per HTTP request; overrides are re-read only when their version moved."""
+        if not self.shared.is_open:  # before the startup opened it: nothing can have been changed yet
+            return
+        version, rules = self.shared.status()
+        self.faults.active = rules > 0
+        if version != self._settings_version:
+            self._use_overrides(*self.shared.overrides())
+
+    def change_settings(self, changes: Mapping[str, Any]) -> Settings:
+        """Apply live changes for every worker (validated; raises ``SettingsError``, changing nothing).
+
+        A value equal to the base setting drops the override, so restoring the start values leaves none."""
+
+        def merge(overrides: dict[str, Any]) -> dict[str, Any]:
+            checked = self.base_settings.replace(**{**overrides, **changes})  # raises SettingsError
+            return {
+                name: checked.values[name]
+                for name in {**overrides, **changes}
+                if checked.values[name] != self.base_settings.values[name]
+            }
+
+        self._use_overrides(*self.shared.update_overrides(merge))
+        return self._settings
+
+    def _use_overrides(self, version: int, overrides: dict[str, Any]) -> None:
+        self._settings = self.base_settings.replace(**overrides) if overrides else self.base_settings
+        self._overrides, self._settings_version = overrides, version
 
     def start(self) -> None:
         """Open and migrate the store, then load and warm the models (blocking).
@@ -55,6 +114,8 @@ class Runtime:
         ``startup_error`` and raised.
         """
         try:
+            self.shared.open()  # the testing aids' state; emptied if left by another run
+            self.sync_shared()
             self.store.open()
             self.startup.add("store")
             load = getattr(self.engine, "load", None)  # an engine may load its models apart from the warm-up
@@ -80,3 +141,4 @@ class Runtime:
         self.ready.clear()
         self.service.close()
         self.store.close()
+        self.shared.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -160,3 +161,63 @@ def _at_once(requests: list[tuple[httpx.Client, bytes]], space: int) -> list[lis
 
     with ThreadPoolExecutor(len(requests)) as pool:
         return list(pool.map(send, requests))
+
+
+def _truncate_status(http: httpx.Client, space: str) -> tuple[int, int | None]:
+    """``(HTTP status, envelope status or None)`` of a truncate, whatever the outcome."""
+    response = http.post(
+        "/api/v1/persons/truncate",
+        params={"oauth_token": api.TOKEN, "oauth_provider": "mcs"},
+        files=[("meta", (None, f'{{"space":"{space}"}}', "text/plain"))],
+    )
+    envelope = (
+        response.json()["status"] if response.headers.get("content-type", "").startswith("application/json") else None
+    )
+    return response.status_code, envelope
+
+
+def test_journal_faults_and_live_settings_are_shared_by_the_workers(two_workers: EmulatorProcess) -> None:
+    a, b = _connections_to_two_workers(two_workers.base_url)
+    with closing(a), closing(b):
+        pid_a, pid_b = _worker_of(a), _worker_of(b)
+        start = b.get("/emulator/settings").json()["settings"]
+        try:
+            # A PATCH through A is in force on the next request served by B.
+            changed = a.patch("/emulator/settings", json={"http_status": "mirror", "match_threshold": 0.999})
+            assert changed.status_code == 200, changed.text
+            assert b.get("/emulator/settings").json()["settings"]["match_threshold"] == 0.999
+            assert _truncate_status(b, "x") == (400, 400)  # mirror mode: a bad request is an HTTP 400
+            assert a.patch("/emulator/settings", json={"http_status": start["http_status"]}).status_code == 200
+            assert _truncate_status(b, "x") == (200, 400)
+        finally:
+            a.patch("/emulator/settings", json=start)
+        assert b.get("/emulator/settings").json()["settings"] == start
+
+        # A rule added through B with times=1 fires once in all, whichever worker serves the requests.
+        assert a.delete("/emulator/requests").status_code == 200
+        try:
+            added = b.post("/emulator/faults", json={"kind": "http_503", "method": "truncate", "times": 1})
+            assert added.status_code == 201, added.text
+            statuses = [_truncate_status(http, "8")[0] for _ in range(5) for http in (a, b)]
+            assert sorted(statuses) == [200] * 9 + [503]
+            (rule,) = a.get("/emulator/faults").json()["faults"]
+            assert (rule["matched"], rule["fired"], rule["exhausted"]) == (10, 1, True)
+            assert b.delete("/emulator/faults").json() == {"removed": 1}
+
+            # A seeded probability rule gives the one sequence of random.Random(seed), across both workers.
+            b.post("/emulator/faults", json={"kind": "http_503", "method": "truncate", "probability": 0.5, "seed": 7})
+            statuses = [_truncate_status(http, "8")[0] for _ in range(6) for http in (a, b)]
+            draws = random.Random(7)
+            assert statuses == [503 if draws.random() < 0.5 else 200 for _ in range(12)]
+        finally:
+            a.delete("/emulator/faults")
+
+        # The journal, read through either worker, lists the requests served by both, in order.
+        listings = [http.get("/emulator/requests", params={"method": "truncate", "space": 8}).json() for http in (a, b)]
+        assert listings[0] == listings[1]
+        entries = listings[0]["requests"]
+        assert len(entries) == 22 and listings[0]["total"] >= 24  # and the two bad requests of space "x"
+        assert [e["id"] for e in entries] == sorted({e["id"] for e in entries})
+        assert [e["http_status"] for e in entries[10:]] == statuses
+        assert [e["faults"] for e in entries[:10]].count([f"http_503#{added.json()['id']}"]) == 1
+        assert (_worker_of(a), _worker_of(b)) == (pid_a, pid_b)  # the requests really went to both workers

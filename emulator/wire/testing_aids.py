@@ -6,6 +6,9 @@
   rules with their counters, ``DELETE`` removes them all.
 * ``GET /emulator/settings`` — the settings that may change live, with their values;
   ``PATCH`` with a JSON object changes some of them (validated; any other name is a 400).
+
+All three are shared by the worker processes of a server (see :mod:`emulator.store.shared_state`):
+whichever worker answers, it lists, clears or changes the same journal, rules and settings.
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ def build_testing_router(runtime: Runtime) -> APIRouter:
         if fixed:
             raise HTTPException(400, detail=f"not changeable at runtime (restart to change): {', '.join(fixed)}")
         try:
-            runtime.settings = runtime.settings.replace(**changes)
+            runtime.change_settings(changes)  # for every worker process, from their next request
         except SettingsError as exc:
             raise HTTPException(400, detail=str(exc)) from None
         return {"settings": live_values(runtime.settings)}
