@@ -198,7 +198,9 @@ def test_journal_faults_and_live_settings_are_shared_by_the_workers(two_workers:
         try:
             added = b.post("/emulator/faults", json={"kind": "http_503", "method": "truncate", "times": 1})
             assert added.status_code == 201, added.text
-            statuses = [_truncate_status(http, "8")[0] for _ in range(5) for http in (a, b)]
+            with ThreadPoolExecutor(2) as pool:  # both workers at once
+                runs = pool.map(lambda http: [_truncate_status(http, "8")[0] for _ in range(5)], (a, b))
+                statuses = [status for run in runs for status in run]
             assert sorted(statuses) == [200] * 9 + [503]
             (rule,) = a.get("/emulator/faults").json()["faults"]
             assert (rule["matched"], rule["fired"], rule["exhausted"]) == (10, 1, True)
