@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from emulator.face.engine import DlibEngine
 from emulator.store.shared_state import SharedState
 from tests.emulator_server import EmulatorServer
@@ -51,3 +53,14 @@ def test_a_restart_starts_from_the_environment_with_no_rules_and_an_empty_journa
         assert again.call("truncate", {"space": "0"}).status_code == 200  # the old rule is gone
     finally:
         again.stop()
+
+
+def test_a_failed_shared_state_read_fails_no_request(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Health checks and the persons API keep answering, with the last settings and rules read."""
+
+    def broken() -> tuple[int, int]:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(server.runtime.shared, "status", broken)
+    assert server.http.get("/emulator/health").status_code == 200
+    assert server.ok("truncate", {"space": "0"}) == {}

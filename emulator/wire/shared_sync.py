@@ -7,9 +7,13 @@ A pure ASGI middleware, outside all others, so that everything a request reads f
 
 from __future__ import annotations
 
+import logging
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from emulator.runtime import Runtime
+
+log = logging.getLogger("emulator.shared_state")
 
 
 class SharedStateSync:
@@ -19,5 +23,8 @@ class SharedStateSync:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            self.runtime.sync_shared()
+            try:
+                self.runtime.sync_shared()
+            except Exception:  # a failed read must not fail the request (nor health checks): keep the last state
+                log.exception("could not read the shared testing-aid state; using the last one read")
         await self.app(scope, receive, send)
