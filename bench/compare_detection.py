@@ -16,6 +16,7 @@ import csv
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,57 @@ def match(base: list[Box], ours: list[Face]) -> list[tuple[int, int, float]]:
     return out
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """One fixture photo: the baseline's faces against ours."""
+
+    file: str
+    width: int
+    height: int
+    baseline_faces: int
+    our_faces: int
+    scale: float  # the detection pass that answered: copy scale and upsample
+    upsample: int
+    min_iou: float  # worst box overlap of matched faces (nan without faces)
+    cosines: list[float]  # between matched embeddings
+    baseline_s: float
+    ours_s: float
+
+    @property
+    def same(self) -> bool:
+        return len(self.cosines) == self.baseline_faces == self.our_faces
+
+    @property
+    def min_cos(self) -> float:
+        return min(self.cosines, default=float("nan"))
+
+
+def compare(engine: DlibEngine, baseline: Baseline, file: str) -> Comparison:
+    """Run both pipelines on ``fixtures/<file>`` (ours as the service calls it: bytes in)."""
+    data = (FIXTURES / file).read_bytes()
+    rgb = decode_image(data, max_width=4000, max_height=4000)
+    height, width = rgb.shape[:2]
+    base_boxes, base_emb, base_t = baseline.run(rgb)
+    start = time.perf_counter()
+    ours = engine.analyze(data)
+    ours_t = time.perf_counter() - start
+    _, used = engine.detect(rgb)  # which pass answered (not timed)
+    pairs = match(base_boxes, ours)
+    return Comparison(
+        file=file,
+        width=width,
+        height=height,
+        baseline_faces=len(base_boxes),
+        our_faces=len(ours),
+        scale=used.scale,
+        upsample=used.upsample,
+        min_iou=min((p[2] for p in pairs), default=float("nan")),
+        cosines=[float(base_emb[i] @ ours[j].embedding) for i, j, _ in pairs],
+        baseline_s=base_t,
+        ours_s=ours_t,
+    )
+
+
 def main() -> int:
     engine = DlibEngine(max_width=4000, max_height=4000)  # the fixtures include photos up to 2048x2333
     engine.warm_up()
@@ -94,27 +146,15 @@ def main() -> int:
     t_base: list[float] = []
     t_ours: list[float] = []
     for row in rows:
-        data = (FIXTURES / row["file"]).read_bytes()
-        rgb = decode_image(data, max_width=4000, max_height=4000)
-        height, width = rgb.shape[:2]
-        base_boxes, base_emb, base_t = baseline.run(rgb)
-        start = time.perf_counter()
-        ours = engine.analyze(data)
-        ours_t = time.perf_counter() - start
-        t_base.append(base_t)
-        t_ours.append(ours_t)
-        pairs = match(base_boxes, ours)
-        min_iou = min((p[2] for p in pairs), default=float("nan"))
-        min_cos = min((float(base_emb[i] @ ours[j].embedding) for i, j, _ in pairs), default=float("nan"))
-        _, used = engine.detect(rgb)  # which pass answered (not timed)
-        scale, upsample = used.scale, used.upsample
-        same = len(pairs) == len(base_boxes) == len(ours)
-        mismatches += not same
-        flag = "" if same else "  <-- DIFFERENT"
+        c = compare(engine, baseline, row["file"])
+        t_base.append(c.baseline_s)
+        t_ours.append(c.ours_s)
+        mismatches += not c.same
+        flag = "" if c.same else "  <-- DIFFERENT"
         print(
-            f"{row['file']:48} {width:>4}x{height:<4} {row['faces_hog_upsample1']:>3} {len(base_boxes):>4} "
-            f"{base_t * 1000:>6.0f} {len(ours):>4} {ours_t * 1000:>6.0f} {scale:>5.2f}/u{upsample} "
-            f"{min_iou:>6.3f} {min_cos:>7.4f}{flag}"
+            f"{c.file:48} {c.width:>4}x{c.height:<4} {row['faces_hog_upsample1']:>3} {c.baseline_faces:>4} "
+            f"{c.baseline_s * 1000:>6.0f} {c.our_faces:>4} {c.ours_s * 1000:>6.0f} {c.scale:>5.2f}/u{c.upsample} "
+            f"{c.min_iou:>6.3f} {c.min_cos:>7.4f}{flag}"
         )
     print("-" * len(header))
     print(

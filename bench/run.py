@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 import dlib  # noqa: E402
 
-from bench.compare_detection import Baseline, match  # noqa: E402
+from bench.compare_detection import Baseline, compare  # noqa: E402
 from emulator.face.decode import decode_image  # noqa: E402
 from emulator.face.engine import DlibEngine  # noqa: E402
 from emulator.index import SpaceIndex  # noqa: E402
@@ -372,28 +372,16 @@ def bench_fixtures(res: Results) -> None:
     t_base: list[float] = []
     t_ours: list[float] = []
     for row in rows:
-        data = fixture(row["file"])
-        rgb = decode_image(data, max_width=4000, max_height=4000)
-        height, width = rgb.shape[:2]
-        base_boxes, base_emb, base_t = baseline.run(rgb)
-        start = time.perf_counter()
-        ours = engine.analyze(data)
-        ours_t = time.perf_counter() - start
-        _, used = engine.detect(rgb)
-        pairs = match(base_boxes, ours)
-        same = len(pairs) == len(base_boxes) == len(ours)
-        if not same:
-            different.append(row["file"])
-        min_iou = min((p[2] for p in pairs), default=float("nan"))
-        cosines = [float(base_emb[i] @ ours[j].embedding) for i, j, _ in pairs]
-        min_cos = min(cosines, default=float("nan"))
-        worst_cos = min([worst_cos, *cosines])
-        t_base.append(base_t)
-        t_ours.append(ours_t)
+        c = compare(engine, baseline, row["file"])
+        if not c.same:
+            different.append(c.file)
+        worst_cos = min([worst_cos, *c.cosines])
+        t_base.append(c.baseline_s)
+        t_ours.append(c.ours_s)
         res.add(
-            f"| {row['file']} | {width}x{height} | {len(base_boxes)} | {len(ours)} | {'yes' if same else '**no**'} "
-            f"| {used.scale:.2f}/u{used.upsample} | {min_iou:.3f} | {min_cos:.4f} | {base_t * 1000:.0f} "
-            f"| {ours_t * 1000:.0f} |"
+            f"| {c.file} | {c.width}x{c.height} | {c.baseline_faces} | {c.our_faces} | {'yes' if c.same else '**no**'} "
+            f"| {c.scale:.2f}/u{c.upsample} | {c.min_iou:.3f} | {c.min_cos:.4f} | {c.baseline_s * 1000:.0f} "
+            f"| {c.ours_s * 1000:.0f} |"
         )
     res.add()
     res.add(

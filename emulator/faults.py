@@ -138,19 +138,10 @@ class FaultRule:
         }
 
     def to_json(self) -> dict[str, Any]:
+        """The rule as listed by ``GET /emulator/faults``: its id, its spec and its counters."""
         return {
             "id": self.id,
-            "kind": self.kind,
-            "method": self.method,
-            "space": self.space,
-            "image": self.image,
-            "times": self.times,
-            "probability": self.probability,
-            "seed": self.seed,
-            "latency_ms": self.latency_ms,
-            "latency_max_ms": self.latency_max_ms,
-            "body": self.body,
-            "message": self.message,
+            **self.spec(),
             "matched": self.matched,
             "fired": self.fired,
             "exhausted": self.exhausted,

@@ -87,10 +87,20 @@ def test_a_wrong_value_names_the_setting(env: dict[str, str], message: str) -> N
     assert str(caught.value) == message
 
 
-def test_serve_with_a_wrong_value_fails_fast_with_a_clear_message(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTY_")}
+@pytest.mark.parametrize(
+    ("flags", "variables", "message"),
+    [
+        (["--port", "abc"], {}, "smarty-emulator: SMARTY_PORT='abc': expected a whole number"),
+        ([], {"SMARTY_LOG_FORMAT": "xml"}, "smarty-emulator: SMARTY_LOG_FORMAT='xml': expected one of human, json"),
+    ],
+    ids=["flag", "environment"],
+)
+def test_serve_with_a_wrong_value_fails_fast_with_a_clear_message(
+    tmp_path: Path, flags: list[str], variables: dict[str, str], message: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTY_")} | variables
     done = subprocess.run(
-        [sys.executable, "-m", "emulator", "serve", "--port", "abc", "--data-dir", str(tmp_path / "data")],
+        [sys.executable, "-m", "emulator", "serve", *flags, "--data-dir", str(tmp_path / "data")],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -98,20 +108,5 @@ def test_serve_with_a_wrong_value_fails_fast_with_a_clear_message(tmp_path: Path
         timeout=60,
     )
     assert done.returncode == 2
-    assert done.stderr.strip() == "smarty-emulator: SMARTY_PORT='abc': expected a whole number"
+    assert done.stderr.strip() == message
     assert not (tmp_path / "data").exists()  # nothing was started
-
-
-def test_serve_with_a_wrong_environment_variable_fails_fast(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTY_")}
-    env["SMARTY_LOG_FORMAT"] = "xml"
-    done = subprocess.run(
-        [sys.executable, "-m", "emulator", "serve", "--data-dir", str(tmp_path / "data")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip() == "smarty-emulator: SMARTY_LOG_FORMAT='xml': expected one of human, json"
