@@ -15,6 +15,7 @@ from emulator.face.engine import DlibEngine, FaceEngine
 from emulator.metrics import Metrics
 from emulator.runtime import Runtime
 from emulator.settings import Settings
+from emulator.store import inventory
 from emulator.store.sqlite import SqliteStore
 from emulator.wire.admin import build_admin_router
 from emulator.wire.fault_hook import keep_raw_send
@@ -45,7 +46,7 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     """Build the emulator's ASGI app. ``engine`` and ``store`` may be injected (tests)."""
     runtime = Runtime(settings, engine or default_engine(settings), store or SqliteStore(settings.data_dir))
 
-    metrics = Metrics(runtime.store.space_sizes, runtime.ready.is_set)
+    metrics = Metrics(lambda: inventory.space_counts(runtime.store), runtime.ready.is_set)
     runtime.observers += [metrics.observe, logs.RequestLog()]
 
     @asynccontextmanager

@@ -26,6 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from emulator.observe import RequestRecord
+from emulator.store.inventory import SpaceCounts
 
 log = logging.getLogger("emulator.metrics")
 
@@ -34,7 +35,7 @@ PHASES = ("decode", "detect", "embed", "match")
 # Seconds. A recognize of one photo on one core is ~0.05-1 s; 100 large photos take minutes.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
-SpaceSizes = Callable[[], list[tuple[str, int, int, int]]]
+SpaceSizes = Callable[[], list[SpaceCounts]]
 
 
 class SpaceSizesCollector(Collector):
@@ -51,9 +52,10 @@ class SpaceSizesCollector(Collector):
         )
         if self._available():  # before the store is open there is nothing to read
             try:
-                for client, space, n_persons, n_faces in self._sizes():
-                    persons.add_metric([client, str(space)], n_persons)
-                    faces.add_metric([client, str(space)], n_faces)
+                for counts in self._sizes():
+                    labels = [counts.key.client, str(counts.key.space)]
+                    persons.add_metric(labels, counts.persons)
+                    faces.add_metric(labels, counts.faces)
             except Exception:  # a scrape must not fail because the store is busy
                 log.exception("reading space sizes for metrics failed")
         yield persons

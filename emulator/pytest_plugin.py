@@ -21,7 +21,6 @@ This module imports only the standard library, so registering it costs nothing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -129,11 +128,7 @@ class SmartyEmulator:
     def reset(self) -> None:
         """Forget every person of every client, clear faults and the journal, restore the settings."""
         self.clear_faults()
-        try:
-            self.admin("POST", "/emulator/reset", {})
-        except EmulatorError:  # an emulator without the reset endpoint: empty the default client's spaces
-            for space in range(10):
-                self._truncate(space)
+        self.admin("POST", "/emulator/reset", {})
         if self._initial_settings:
             self.configure(**self._initial_settings)
         self.clear_requests()
@@ -153,18 +148,6 @@ class SmartyEmulator:
             raise EmulatorError(f"seed {directory} failed ({done.returncode}): {done.stderr.strip()}")
         return done.stdout + done.stderr
 
-    def _truncate(self, space: int) -> None:
-        boundary = "smarty-emulator-boundary"
-        body = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="meta"\r\n\r\n{{"space":"{space}"}}\r\n'
-            f"--{boundary}--\r\n"
-        ).encode()
-        query = urllib.parse.urlencode({"oauth_token": self.token, "oauth_provider": self.provider})
-        request = urllib.request.Request(f"{self.base_url}/v1/persons/truncate?{query}", data=body, method="POST")
-        request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
-        with urllib.request.urlopen(request, timeout=60) as response:
-            response.read()
-
     # --- lifecycle -----------------------------------------------------------------------
 
     def wait_until_ready(self, timeout: float = START_TIMEOUT_S) -> None:
@@ -176,12 +159,7 @@ class SmartyEmulator:
                 with urllib.request.urlopen(f"{self.url}/emulator/ready", timeout=5) as response:
                     if response.status == 200:
                         break
-            except urllib.error.HTTPError as exc:
-                if exc.code == 404:  # an emulator without the readiness endpoint: ask the admin API
-                    with contextlib.suppress(EmulatorError, OSError):
-                        self.settings()
-                        break
-            except OSError:
+            except OSError:  # not listening yet, or 503 while warming up (HTTPError is an OSError)
                 pass
             time.sleep(0.1)
         else:

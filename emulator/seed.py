@@ -31,9 +31,10 @@ from emulator.admin import OnWrite
 from emulator.face.decode import ImageError
 from emulator.face.engine import FaceEngine
 from emulator.face.thumbnail import face_thumbnail
+from emulator.service import face_meta, space_full_message
 from emulator.store import inventory
 from emulator.store.sqlite import SqliteStore
-from emulator.types import DEFAULT_CLIENT, ClientId, SpaceKey
+from emulator.types import DEFAULT_CLIENT, ClientId, ImageInput, SpaceKey
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 MAX_SPACE = 9
@@ -199,10 +200,10 @@ def _seed_one(
         if digest in writer.person_sha256s(photo.person_id):  # another process seeded it meanwhile
             added = False
         elif writer.count_faces() >= max_faces_per_space:
-            return f"space is full: it holds {max_faces_per_space} faces"
+            return space_full_message(max_faces_per_space)
         else:
-            meta = {"name": photo.path.name, "sha256": digest, "coord": list(face.box)}
-            writer.add_face(photo.person_id, face.embedding, "set", meta, thumbnail)
+            image = ImageInput(photo.path.name, data, len(data), photo.person_id, digest)
+            writer.add_face(photo.person_id, face.embedding, "set", face_meta(image, face), thumbnail)
             added = True
     if on_write is not None:
         on_write(writer.delta)

@@ -21,7 +21,6 @@ Where the emulator knowingly differs from the real service, it says so here:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -149,8 +148,8 @@ class PersonsService:
             if refused is not None:
                 analyses[i] = refused
                 continue
-            if image.data is not None and cache.capacity:
-                keys[i] = image_key(image.data, self._cache_scope)
+            if image.sha256 is not None and cache.capacity:
+                keys[i] = image_key(image.sha256, self._cache_scope)
                 faces = cache.get(keys[i])
                 if faces is not None:
                     analyses[i] = Analysis(image, faces=faces)
@@ -202,7 +201,7 @@ class PersonsService:
                     person_id = analysis.image.person_id
                     assert person_id is not None
                     writer.add_face(
-                        person_id, face.embedding, "set", _face_meta(analysis.image, face), thumbnail=thumbnail
+                        person_id, face.embedding, "set", face_meta(analysis.image, face), thumbnail=thumbnail
                     )
                     count += 1
                     results.append(ObjectResult(name))
@@ -250,10 +249,11 @@ def _thumbnail(analysis: Analysis) -> bytes | None:
     return face_thumbnail(analysis.image.data or b"", analysis.faces[0].box)
 
 
-def _face_meta(image: ImageInput, face: Face) -> dict[str, object]:
+def face_meta(image: ImageInput, face: Face) -> dict[str, object]:
+    """What is kept with a stored face besides its embedding (the admin API shows it; seeding skips by sha256)."""
     return {
         "name": image.name,
-        "sha256": hashlib.sha256(image.data or b"").hexdigest(),
+        "sha256": image.sha256,
         "coord": list(face.box),
     }
 
@@ -289,7 +289,7 @@ class _Matcher:
         assert self.writer is not None
         # A new person gets a thumbnail for the demo page; learned faces do not need one.
         thumbnail = face_thumbnail(image.data or b"", face.box) if kind == "created" else None
-        face_id = self.writer.add_face(person_id, face.embedding, kind, _face_meta(image, face), thumbnail)
+        face_id = self.writer.add_face(person_id, face.embedding, kind, face_meta(image, face), thumbnail)
         step = WriteDelta(self.writer.key, self.index.generation, self.index.generation)
         step.added.append(FaceRow(face_id, person_id, face.embedding))
         if kind == "learned":

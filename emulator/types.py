@@ -18,12 +18,14 @@ class SpaceKey:
 
 @dataclass(frozen=True)
 class ImageInput:
-    """One image named in meta, with the bytes of its part (``None`` if it was over the size limit)."""
+    """One image named in meta, with the bytes of its part (``None`` if it was over the size limit) and their
+    SHA-256 (hex), hashed once by the wire layer."""
 
     name: str
     data: bytes | None
     size: int
     person_id: int | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)

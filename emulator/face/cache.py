@@ -9,7 +9,6 @@ change what a later hit returns.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -17,9 +16,9 @@ from collections.abc import Hashable
 from emulator.face.engine import Face
 
 
-def image_key(data: bytes, options: Hashable = ()) -> tuple[str, Hashable]:
-    """The cache key of ``data`` analysed by an engine with ``options``."""
-    return hashlib.sha256(data).hexdigest(), options
+def image_key(sha256: str, options: Hashable = ()) -> tuple[str, Hashable]:
+    """The cache key of the image with this SHA-256 (hex), analysed by an engine with ``options``."""
+    return sha256, options
 
 
 class FaceCache:

@@ -49,7 +49,6 @@ from emulator.timing import timed
 if TYPE_CHECKING:
     import dlib
 
-EMBEDDING_SIZE = 128
 CHIP_SIZE = 150  # dlib's ResNet input size; the chip is cut exactly as face_recognition/dlib do
 CHIP_PADDING = 0.25
 NUM_JITTERS = 1  # face_recognition's default

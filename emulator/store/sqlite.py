@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from emulator.types import ClientId, SpaceKey
+from emulator.types import SpaceKey
 
 EMBEDDING_DIM = 128
 DB_FILENAME = "emulator.sqlite3"
@@ -310,18 +310,6 @@ class SqliteStore:
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """A read-only query, for the admin API and tests."""
         return self._conn().execute(sql, args).fetchall()
-
-    def clients(self) -> list[ClientId]:
-        rows = self.query("SELECT DISTINCT client FROM faces ORDER BY client")
-        return [ClientId(r[0]) for r in rows]
-
-    def space_sizes(self) -> list[tuple[str, int, int, int]]:
-        """``(client, space, persons, faces)`` of every non-empty space, in one grouped query (for metrics)."""
-        rows = self.query(
-            "SELECT client, space, COUNT(DISTINCT person_id), COUNT(*) FROM faces GROUP BY client, space"
-            " ORDER BY client, space"
-        )
-        return [(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
     # --- writes ------------------------------------------------------------------------
 

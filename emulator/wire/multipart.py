@@ -12,6 +12,8 @@ own), and the whole body is refused once it passes ``max_body_bytes``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -33,6 +35,13 @@ class Part:
     @property
     def data(self) -> bytes | None:
         return None if self.overflow else b"".join(self.chunks)
+
+    @functools.cached_property
+    def sha256(self) -> str | None:
+        """Hex SHA-256 of the part's bytes (``None`` past the size limit): computed once per request, then
+        shared by the journal, the face cache key and the stored face's metadata."""
+        data = self.data
+        return hashlib.sha256(data).hexdigest() if data is not None else None
 
 
 MAX_BOUNDARY_LENGTH = 70  # RFC 2046

@@ -28,7 +28,7 @@ def _images(parts: dict[str, Part], images: list[RawImage]) -> tuple[ImageInput,
             raise BadRequest(errors.no_such_image(image.name))
         if part.size == 0:
             raise BadRequest(errors.EMPTY_IMAGE)
-        out.append(ImageInput(image.name, part.data, part.size, image.person_id or None))
+        out.append(ImageInput(image.name, part.data, part.size, image.person_id or None, part.sha256))
     return tuple(out)
 
 

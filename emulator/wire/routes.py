@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -63,9 +62,7 @@ def _describe(record: RequestRecord, parts: dict[str, Part]) -> None:
             record.space = int(space) if space.isascii() and space.isdigit() and len(space) < 3 else None
     for name, part in parts.items():
         if name != "meta":
-            data = part.data
-            digest = hashlib.sha256(data).hexdigest() if data is not None else None
-            record.images.append(ImageInfo(name, part.size, digest))
+            record.images.append(ImageInfo(name, part.size, part.sha256))
 
 
 def build_router(runtime: Runtime) -> APIRouter:
