@@ -183,6 +183,23 @@ def test_request_level_fault_stores_nothing(fault_server: EmulatorServer, space:
     assert tags(fault_server, space, BIDEN) == ["undefined"]
 
 
+def test_object_faults_apply_to_requests_the_service_would_accept(fault_server: EmulatorServer, space: int) -> None:
+    """A faulted image is validated with the rest: a missing part is still a 400. A recognize whose every image
+    is faulted still has the body the settings ask for (``aliases_changed`` in ``always`` mode)."""
+    add_fault(fault_server, kind="object_permanent", method="recognize")
+    missing = fault_server.call("recognize", {"space": str(space), "images": [{"name": "f"}]})
+    assert missing.json()["body"] == "could not get image by name f: http: no such file"
+    fault_server.configure(aliases_changed="always")
+    try:
+        body = fault_server.ok("recognize", {"space": str(space), "images": [{"name": "f"}]}, [("f", fixture(OBAMA))])
+    finally:
+        fault_server.configure(aliases_changed="when-true")
+    assert body == {
+        "objects": [{"status": 1, "error": "could not process image: internal error", "name": "f"}],
+        "aliases_changed": False,
+    }
+
+
 def test_rules_match_by_method_space_and_image(fault_server: EmulatorServer) -> None:
     add_fault(fault_server, kind="http_503", method="truncate", space=4)
     assert fault_server.call("truncate", {"space": "3"}).status_code == 200

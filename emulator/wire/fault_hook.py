@@ -2,13 +2,13 @@
 
 Decided before the service runs, so that a faulted request stores nothing: a request-level
 fault skips the service entirely, and images with a per-object fault are taken out of meta
-before the service sees the request, their objects put back (in meta's order) afterwards.
+before the service sees the request (validated with the rest of it, then left out: see ``skip`` in
+emulator/wire/requests.py), their objects put back in meta's order afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -83,53 +83,30 @@ def keep_raw_send(app: Any) -> None:
     app.build_middleware_stack = build_with_raw_send
 
 
-def _image_entries(meta: Any) -> tuple[str, list[Any]] | None:
-    if not isinstance(meta, dict):
-        return None
-    key = "images" if "images" in meta else next((k for k in meta if k.lower() == "images"), None)
-    if key is None or not isinstance(meta[key], list):
-        return None
-    return key, meta[key]
-
-
-def _entry_name(entry: Any) -> str | None:
-    if not isinstance(entry, dict):
-        return None
-    key = "name" if "name" in entry else next((k for k in entry if k.lower() == "name"), None)
-    value = entry.get(key) if key is not None else None
-    return value if isinstance(value, str) else None
-
-
-def _meta_names(parts: dict[str, Part]) -> tuple[dict[str, Any], str, list[Any], list[str]] | None:
-    """Meta as a dict, its images key and entries, and their names; ``None`` unless meta is
-    valid (per-object faults apply only to requests the service would accept as a whole)."""
+def _image_names(parts: dict[str, Part]) -> list[str] | None:
+    """The image names of meta, or ``None`` unless meta decodes and names a valid space (per-object faults
+    apply only to requests the service would accept as a whole)."""
     part = parts.get("meta")
     if part is None or part.data is None:
         return None
     try:
-        validate_space(decode_meta(part.data))
-        meta = json.loads(part.data)
-    except (BadRequest, ValueError, RecursionError):
+        meta = decode_meta(part.data)
+        validate_space(meta)
+    except BadRequest:
         return None
-    found = _image_entries(meta)
-    if found is None:
-        return None
-    key, entries = found
-    names = [_entry_name(entry) for entry in entries]
-    if any(name is None for name in names):
-        return None
-    return meta, key, entries, [name for name in names if name is not None]
+    return [image.name for image in meta.images or []]
 
 
-Call = Callable[[dict[str, Part]], Awaitable[dict[str, Any]]]
+Call = Callable[[frozenset[str]], Awaitable[dict[str, Any]]]
 
 
 async def run_with_faults(faults: FaultInjector, record: RequestRecord, parts: dict[str, Part], call: Call) -> Any:
-    """Run ``call`` (the handler) under the faults that fire for this request; the envelope body."""
+    """Run ``call`` (the handler, told which images to leave out) under the faults that fire for this request;
+    the envelope body."""
     if not faults.active:  # the usual case: no rules, no extra work
-        return await call(parts)
-    meta = _meta_names(parts)
-    plan: FaultPlan = faults.plan(record.method, record.space, meta[3] if meta else None)
+        return await call(frozenset())
+    names = _image_names(parts)
+    plan: FaultPlan = faults.plan(record.method, record.space, names)
     record.faults = plan.fired
     if plan.delay_s:
         await asyncio.sleep(plan.delay_s)
@@ -137,20 +114,10 @@ async def run_with_faults(faults: FaultInjector, record: RequestRecord, parts: d
         if plan.abort.kind == "envelope_500":
             raise InternalError("Internal Server Error")
         raise FaultResponse(plan.abort)
-    if not plan.objects or meta is None:
-        return await call(parts)
-    doc, key, entries, names = meta
-    kept = [entry for entry, name in zip(entries, names, strict=True) if name not in plan.objects]
-    results: list[Any] = []
-    body: dict[str, Any] = {"objects": results}
-    if kept:
-        doc[key] = kept
-        original = parts["meta"]
-        rewritten = Part(original.name, original.filename, chunks=[json.dumps(doc).encode()])
-        rewritten.size = len(rewritten.chunks[0])
-        body = await call({**parts, "meta": rewritten})
-        results = list(body.get("objects", []))
-    served = iter(results)
+    if not plan.objects or names is None:
+        return await call(frozenset())
+    body = await call(frozenset(plan.objects))
+    served = iter(body.get("objects", []))
     merged = []
     for name in names:
         fault = plan.objects.get(name)

@@ -32,33 +32,43 @@ def _images(parts: dict[str, Part], images: list[RawImage]) -> tuple[ImageInput,
     return tuple(out)
 
 
-def set_request(parts: dict[str, Part], settings: Settings) -> SetRequest:
+def _kept(images: tuple[ImageInput, ...], skip: frozenset[str]) -> tuple[ImageInput, ...]:
+    return tuple(image for image in images if image.name not in skip) if skip else images
+
+
+# ``skip``: names of images validated with the rest of the request but left out of it (an injected per-object
+# fault answers for them; see emulator/wire/fault_hook.py), so that nothing is stored or matched for them.
+
+
+def set_request(parts: dict[str, Part], settings: Settings, skip: frozenset[str] = frozenset()) -> SetRequest:
     meta = _meta(parts, settings)
     space = validate_space(meta)
     images = validate_images(meta, max_images=settings.max_images, need_person_id=True)
-    return SetRequest(space, _images(parts, images))
+    return SetRequest(space, _kept(_images(parts, images), skip))
 
 
-def recognize_request(parts: dict[str, Part], settings: Settings) -> RecognizeRequest:
+def recognize_request(
+    parts: dict[str, Part], settings: Settings, skip: frozenset[str] = frozenset()
+) -> RecognizeRequest:
     meta = _meta(parts, settings)
     space = validate_space(meta)
     images = validate_images(meta, max_images=settings.max_images, need_person_id=False)
     searcher = validate_searcher(meta)
     return RecognizeRequest(
         space,
-        _images(parts, images),
+        _kept(_images(parts, images), skip),
         create_new=meta.create_new,
         update_embedding=meta.update_embedding,
         searcher=searcher,
     )
 
 
-def delete_request(parts: dict[str, Part], settings: Settings) -> DeleteRequest:
+def delete_request(parts: dict[str, Part], settings: Settings, skip: frozenset[str] = frozenset()) -> DeleteRequest:
     meta = _meta(parts, settings)
     space = validate_space(meta)
     images = validate_images(meta, max_images=settings.max_images, need_person_id=True)
-    return DeleteRequest(space, tuple((image.name, image.person_id) for image in images))
+    return DeleteRequest(space, tuple((image.name, image.person_id) for image in images if image.name not in skip))
 
 
-def truncate_request(parts: dict[str, Part], settings: Settings) -> TruncateRequest:
+def truncate_request(parts: dict[str, Part], settings: Settings, skip: frozenset[str] = frozenset()) -> TruncateRequest:
     return TruncateRequest(validate_space(_meta(parts, settings)))

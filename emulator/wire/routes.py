@@ -26,24 +26,29 @@ from emulator.wire.multipart import Part, parse_form
 log = logging.getLogger("emulator.requests")
 
 
-Handler = Callable[[ClientId, dict[str, Part], Settings], dict[str, Any]]
+Handler = Callable[[ClientId, dict[str, Part], Settings, frozenset[str]], dict[str, Any]]
 
 
 def _handlers(runtime: Runtime) -> dict[str, Handler]:
+    """One per method: parse, run the service, render the body. ``skip``: images a per-object fault answers."""
     service = runtime.service
 
-    def do_set(client: ClientId, parts: dict[str, Part], settings: Settings) -> dict[str, Any]:
-        return envelope.objects_body(service.set(client, requests.set_request(parts, settings)))
+    def do_set(client: ClientId, parts: dict[str, Part], settings: Settings, skip: frozenset[str]) -> dict[str, Any]:
+        return envelope.objects_body(service.set(client, requests.set_request(parts, settings, skip)))
 
-    def do_recognize(client: ClientId, parts: dict[str, Part], settings: Settings) -> dict[str, Any]:
-        result = service.recognize(client, requests.recognize_request(parts, settings))
+    def do_recognize(
+        client: ClientId, parts: dict[str, Part], settings: Settings, skip: frozenset[str]
+    ) -> dict[str, Any]:
+        result = service.recognize(client, requests.recognize_request(parts, settings, skip))
         return envelope.recognize_body(result, settings.aliases_changed)
 
-    def do_delete(client: ClientId, parts: dict[str, Part], settings: Settings) -> dict[str, Any]:
-        return envelope.objects_body(service.delete(client, requests.delete_request(parts, settings)))
+    def do_delete(client: ClientId, parts: dict[str, Part], settings: Settings, skip: frozenset[str]) -> dict[str, Any]:
+        return envelope.objects_body(service.delete(client, requests.delete_request(parts, settings, skip)))
 
-    def do_truncate(client: ClientId, parts: dict[str, Part], settings: Settings) -> dict[str, Any]:
-        service.truncate(client, requests.truncate_request(parts, settings))
+    def do_truncate(
+        client: ClientId, parts: dict[str, Part], settings: Settings, skip: frozenset[str]
+    ) -> dict[str, Any]:
+        service.truncate(client, requests.truncate_request(parts, settings, skip))
         return {}
 
     return {"set": do_set, "recognize": do_recognize, "delete": do_delete, "truncate": do_truncate}
@@ -90,8 +95,8 @@ def build_router(runtime: Runtime) -> APIRouter:
                 _describe(record, parts)
                 client = ClientId(record.client)
 
-                async def call(given: dict[str, Part]) -> dict[str, Any]:
-                    return await run_in_threadpool(recorder.run, handler, client, given, settings)
+                async def call(skip: frozenset[str]) -> dict[str, Any]:
+                    return await run_in_threadpool(recorder.run, handler, client, parts, settings, skip)
 
                 record.body = await run_with_faults(runtime.faults, record, parts, call)
                 payload = envelope.success(record.body)
