@@ -38,7 +38,7 @@ def entry_of(record: RequestRecord) -> dict[str, Any]:
         "envelope_status": record.envelope_status,
         "http_status": record.http_status,
         "duration_ms": round(record.duration_ms, 3),
-        "faults": list(getattr(record, "faults", ())),
+        "faults": list(record.faults),
     }
 
 
