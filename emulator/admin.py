@@ -8,6 +8,7 @@ follow at once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,15 +33,7 @@ class PhotoInfo:
     has_thumbnail: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "face_id": self.face_id,
-            "kind": self.kind,
-            "created_at": self.created_at,
-            "name": self.name,
-            "sha256": self.sha256,
-            "coord": self.coord,
-            "has_thumbnail": self.has_thumbnail,
-        }
+        return dataclasses.asdict(self)
 
 
 def clients_overview(store: SqliteStore) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ the import on its next request.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import json
 import math
@@ -101,12 +102,7 @@ class ImportReport:
     spaces_emptied: int = 0
 
     def to_json(self) -> dict[str, int]:
-        return {
-            "spaces": self.spaces,
-            "faces_added": self.faces_added,
-            "faces_skipped": self.faces_skipped,
-            "spaces_emptied": self.spaces_emptied,
-        }
+        return dataclasses.asdict(self)
 
 
 # --- export ----------------------------------------------------------------------------
