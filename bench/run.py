@@ -50,7 +50,7 @@ import dlib  # noqa: E402
 from bench.compare_detection import Baseline, compare  # noqa: E402
 from emulator.face.decode import decode_image  # noqa: E402
 from emulator.face.engine import DlibEngine  # noqa: E402
-from emulator.index import SpaceIndex  # noqa: E402
+from emulator.persons.index import SpaceIndex  # noqa: E402
 
 FIXTURES = ROOT / "fixtures"
 PHOTO = "people/obama/obama-720p.jpg"  # the single-face 1280x720 photo

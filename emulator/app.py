@@ -10,23 +10,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from emulator import logs
+from emulator.api.middleware import OverloadMiddleware, SharedStateSyncMiddleware, keep_raw_send
+from emulator.api.oauth_route import build_oauth_router
+from emulator.api.routes import build_router
+from emulator.control.routes import build_admin_router, build_testing_router
+from emulator.control.ui import build_login_router, build_ui_router
 from emulator.face.engine import DlibEngine, FaceEngine
-from emulator.metrics import Metrics
+from emulator.ops import logs
+from emulator.ops.health import build_health_router
+from emulator.ops.metrics import Metrics, build_metrics_router
 from emulator.runtime import Runtime
 from emulator.settings import Settings
-from emulator.store import inventory
-from emulator.store.sqlite import SqliteStore
-from emulator.wire.admin import build_admin_router
-from emulator.wire.fault_hook import keep_raw_send
-from emulator.wire.health import build_health_router
-from emulator.wire.metrics import build_metrics_router
-from emulator.wire.oauth_route import build_oauth_router
-from emulator.wire.overload import OverloadMiddleware
-from emulator.wire.routes import build_router
-from emulator.wire.shared_sync import SharedStateSync
-from emulator.wire.testing_aids import build_testing_router
-from emulator.wire.ui import build_login_router, build_ui_router
+from emulator.store import Store, store_from_settings
 
 log = logging.getLogger("emulator.app")
 WARM_UP_JOIN_SECONDS = 30.0
@@ -42,11 +37,11 @@ def default_engine(settings: Settings) -> DlibEngine:
     return DlibEngine(max_width=side, max_height=side)
 
 
-def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: SqliteStore | None = None) -> FastAPI:
+def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: Store | None = None) -> FastAPI:
     """Build the emulator's ASGI app. ``engine`` and ``store`` may be injected (tests)."""
-    runtime = Runtime(settings, engine or default_engine(settings), store or SqliteStore(settings.data_dir))
+    runtime = Runtime(settings, engine or default_engine(settings), store or store_from_settings(settings))
 
-    metrics = Metrics(lambda: inventory.space_counts(runtime.store), runtime.ready.is_set)
+    metrics = Metrics(runtime.store.space_counts, runtime.ready.is_set)
     runtime.observers += [metrics.observe, logs.RequestLog()]
 
     @asynccontextmanager
@@ -73,7 +68,7 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app.include_router(build_metrics_router(metrics))
     app.include_router(build_admin_router(runtime))
     app.add_middleware(OverloadMiddleware, runtime=runtime)
-    app.add_middleware(SharedStateSync, runtime=runtime)  # outermost: live settings and faults of all workers
+    app.add_middleware(SharedStateSyncMiddleware, runtime=runtime)  # outermost: live settings and faults of all workers
     return app
 
 

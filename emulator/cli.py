@@ -56,7 +56,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = load_settings(args)
-    from emulator.memory import limit_malloc_arenas
+    from emulator.ops.memory import limit_malloc_arenas
 
     limit_malloc_arenas()  # before any thread or worker starts: RSS settles low and stays flat
     # Workers are separate processes: hand them the settings through the environment.
@@ -65,11 +65,11 @@ def serve(args: argparse.Namespace) -> int:
     # One id for this run, shared by its workers: the testing aids' shared state of an earlier run is emptied.
     import uuid
 
-    from emulator.store.shared_state import BOOT_ID_ENV
+    from emulator.control.state import BOOT_ID_ENV
 
     os.environ[BOOT_ID_ENV] = uuid.uuid4().hex
-    from emulator import logs
-    from emulator.metrics import multiprocess_dir
+    from emulator.ops import logs
+    from emulator.ops.metrics import multiprocess_dir
 
     with multiprocess_dir(settings.workers):  # several workers share their metrics through files
         uvicorn.run(
@@ -95,9 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(markdown_table())
             return 0
         if args.command in ("export", "import", "seed"):
-            from emulator import state_commands
+            from emulator.control import commands
 
-            return state_commands.run(args.command, args, load_settings(args))
+            return commands.run(args.command, args, load_settings(args))
         if args.command in (None, "serve"):
             if args.command is None:
                 args = parser.parse_args(["serve", *(argv or sys.argv[1:])])

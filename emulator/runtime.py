@@ -10,17 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emulator.control.faults import FaultInjector
+from emulator.control.journal import Journal
+from emulator.control.seed import SEED_LOCK_FILENAME, seed_at_startup
+from emulator.control.state import BOOT_ID_ENV, SharedState
 from emulator.face.engine import FaceEngine
-from emulator.faults import FaultInjector
-from emulator.journal import Journal
-from emulator.oauth import TokenIssuer, load_or_create_secret
-from emulator.observe import Observer
-from emulator.seed import seed_at_startup
-from emulator.service import PersonsService
+from emulator.ops.observe import Observer
+from emulator.persons.auth import TokenDirectory
+from emulator.persons.oauth import TokenIssuer, load_or_create_secret
+from emulator.persons.service import PersonsService
 from emulator.settings import Settings, parse_clients, parse_oauth_clients
-from emulator.store.shared_state import BOOT_ID_ENV, SharedState
-from emulator.store.sqlite import SqliteStore
-from emulator.wire.auth import TokenDirectory
+from emulator.store.records import Store
+
+STARTUP_STEPS = ("store", "models", "warm-up")
 
 
 @dataclass
@@ -35,7 +37,7 @@ class Runtime:
 
     base_settings: Settings
     engine: FaceEngine
-    store: SqliteStore
+    store: Store
     boot_id: str = field(default_factory=lambda: os.environ.get(BOOT_ID_ENV) or uuid.uuid4().hex)
     service: PersonsService = field(init=False)
     directory: TokenDirectory = field(init=False)
@@ -52,13 +54,13 @@ class Runtime:
         self._settings = self.base_settings
         self._overrides: dict[str, Any] = {}
         self._settings_version = -1
-        self.shared = SharedState(self.store.data_dir, self.boot_id)
+        self.shared = SharedState(self.base_settings.data_dir, self.boot_id)
         self.faults = FaultInjector(self.shared)
         self.service = PersonsService(self.engine, self.store, lambda: self.settings)
         service_clients = parse_clients(self.settings.clients)
         self.oauth = TokenIssuer(
             parse_oauth_clients(self.settings.oauth_clients),
-            lambda: load_or_create_secret(self.store.data_dir),
+            lambda: load_or_create_secret(self.base_settings.data_dir),
             lambda: int(self.settings.token_lifetime),
             open_allowed=not service_clients,
         )
@@ -76,6 +78,17 @@ class Runtime:
         """Replace the base settings (in-process callers and tests); the live overrides stay on top."""
         self.base_settings = value
         self._settings = value.replace(**self._overrides) if self._overrides else value
+
+    def readiness(self) -> dict[str, Any]:
+        """What readiness reports: ``ready``, the startup steps still ``missing``, and a startup ``error`` if any."""
+        ready = self.ready.is_set()
+        report: dict[str, Any] = {
+            "ready": ready,
+            "missing": [] if ready else [step for step in STARTUP_STEPS if step not in self.startup],
+        }
+        if self.startup_error:
+            report["error"] = self.startup_error
+        return report
 
     def sync_shared(self) -> None:
         """Pick up live settings and fault rules changed through any worker: one small read, called
@@ -129,6 +142,7 @@ class Runtime:
                     self.store,
                     self.engine,
                     Path(self.settings.seed),
+                    lock=self.base_settings.data_dir / SEED_LOCK_FILENAME,
                     max_faces_per_space=self.settings.max_faces_per_space,
                     on_write=self.service.index.apply,
                 )

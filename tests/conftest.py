@@ -10,7 +10,7 @@ import pytest
 from emulator.app import default_engine
 from emulator.face.engine import DlibEngine
 from emulator.settings import Settings
-from tests.emulator_server import EmulatorServer
+from tests.support.emulator_server import EmulatorServer
 
 
 @pytest.fixture(scope="session")

@@ -61,10 +61,6 @@ class FaceCache:
             self._entries.move_to_end(key)
             self._trim()
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -44,7 +44,7 @@ from PIL import Image
 
 from emulator.face.decode import decode_image
 from emulator.face.models import model_paths
-from emulator.timing import timed
+from emulator.ops.timing import timed
 
 if TYPE_CHECKING:
     import dlib

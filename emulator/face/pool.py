@@ -22,7 +22,7 @@ from typing import Any
 
 from emulator.face.decode import ImageError
 from emulator.face.engine import DlibEngine, Face
-from emulator.timing import measured, merge
+from emulator.ops.timing import measured, merge
 
 # What a worker returns for one image: its faces, or the ImageError for the bytes.
 Outcome = tuple[Face, ...] | ImageError

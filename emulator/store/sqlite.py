@@ -1,9 +1,7 @@
-"""SQLite store: the one owner of the database.
+"""The SQLite store (the embedded default): the one owner of the database file.
 
-Every face is one row holding its unit-length float32 embedding. Each (client, space)
-has a generation counter that every write bumps in the same transaction; readers (in
-this process or in other worker processes) compare it to the generation their index was
-built from, so noticing another process's write costs one indexed read.
+It implements :class:`emulator.store.records.Store`: one row per face, a generation per (client, space) bumped in
+every write transaction, the alias pairs recognize reported.
 
 Durability: WAL journal with ``synchronous=FULL``, so a transaction that committed
 survives ``kill -9`` and power loss, and one that did not commit leaves no trace.
@@ -19,15 +17,24 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from emulator.types import SpaceKey
+from emulator.store.records import (
+    ClientId,
+    FaceRow,
+    SpaceContents,
+    SpaceCounts,
+    SpaceData,
+    SpaceKey,
+    StoredFace,
+    WriteDelta,
+    blob_to_embeddings,
+    embedding_to_blob,
+)
 
-EMBEDDING_DIM = 128
 DB_FILENAME = "emulator.sqlite3"
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -62,49 +69,6 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def embedding_to_blob(embedding: np.ndarray) -> bytes:
-    return np.ascontiguousarray(embedding, dtype="<f4").tobytes()
-
-
-def blob_to_embeddings(blobs: Sequence[bytes]) -> np.ndarray:
-    if not blobs:
-        return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), EMBEDDING_DIM).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class FaceRow:
-    face_id: int
-    person_id: int
-    embedding: np.ndarray
-
-
-@dataclass(frozen=True)
-class SpaceData:
-    """A space's faces as arrays, with the generation they were read at."""
-
-    generation: int
-    face_ids: np.ndarray  # int64 (n,)
-    person_ids: np.ndarray  # int64 (n,)
-    embeddings: np.ndarray  # float32 (n, 128)
-
-
-@dataclass
-class WriteDelta:
-    """What a committed write changed in one space, so an index can follow without reloading."""
-
-    key: SpaceKey
-    old_generation: int
-    new_generation: int
-    added: list[FaceRow] = field(default_factory=list)
-    removed_face_ids: set[int] = field(default_factory=set)
-    cleared: bool = False
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.removed_face_ids or self.cleared)
-
-
 class SpaceWriter:
     """Operations inside one write transaction on one space (see :meth:`SqliteStore.write`)."""
 
@@ -122,11 +86,6 @@ class SpaceWriter:
     def count_faces(self) -> int:
         where, args = self._where
         return int(self._conn.execute(f"SELECT COUNT(*) FROM faces WHERE {where}", args).fetchone()[0])
-
-    def max_person_id(self) -> int:
-        where, args = self._where
-        row = self._conn.execute(f"SELECT MAX(person_id) FROM faces WHERE {where}", args).fetchone()
-        return int(row[0] or 0)
 
     def add_face(
         self,
@@ -204,16 +163,6 @@ class SpaceWriter:
         ).fetchone()
         return row is not None
 
-    def add_alias_pair(self, low: int, high: int) -> None:
-        """Restore a remembered alias pair (snapshots)."""
-        low, high = sorted((low, high))
-        cursor = self._conn.execute(
-            "INSERT OR IGNORE INTO alias_pairs (client, space, low, high) VALUES (?, ?, ?, ?)",
-            (self.key.client, self.key.space, low, high),
-        )
-        if cursor.rowcount > 0:
-            self.aliases_changed = True
-
     def record_alias_pairs(self, person_id: int, aliases: Sequence[int]) -> bool:
         """Remember that ``person_id`` was reported with ``aliases``; True if any pair is new."""
         new = False
@@ -230,7 +179,8 @@ class SpaceWriter:
 
 
 class SqliteStore:
-    """Owns the SQLite database: one connection per thread, one writer at a time."""
+    """Owns the SQLite database: one connection per thread, one writer at a time (see
+    :class:`emulator.store.records.Store` for what each method promises)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
@@ -239,6 +189,10 @@ class SqliteStore:
         self._write_lock = threading.Lock()  # fewer busy waits between this process's threads
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def open(self) -> None:
         """Create the data dir and the database, and migrate it to the current schema."""
@@ -308,8 +262,21 @@ class SqliteStore:
         )
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """A read-only query, for the admin API and tests."""
+        """A read-only query (this backend's own; tests use it)."""
         return self._conn().execute(sql, args).fetchall()
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: ``"ok"`` for a sound database."""
+        return "\n".join(str(r[0]) for r in self.query("PRAGMA integrity_check"))
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[None]:
+        """Run several reads against one consistent view of the database."""
+        self.query("BEGIN")
+        try:
+            yield
+        finally:
+            self.query("COMMIT")
 
     # --- writes ------------------------------------------------------------------------
 
@@ -335,3 +302,97 @@ class SqliteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    # --- inventory ---------------------------------------------------------------------
+
+    def space_counts(self, client: ClientId | None = None) -> list[SpaceCounts]:
+        sql = "SELECT client, space, COUNT(DISTINCT person_id), COUNT(*) FROM faces"
+        args: tuple[Any, ...] = ()
+        if client is not None:
+            sql += " WHERE client = ?"
+            args = (client,)
+        rows = self.query(sql + " GROUP BY client, space ORDER BY client, space", args)
+        return [SpaceCounts(SpaceKey(ClientId(r[0]), int(r[1])), int(r[2]), int(r[3])) for r in rows]
+
+    def space_keys(self, client: ClientId | None = None, space: int | None = None) -> list[SpaceKey]:
+        sql = "SELECT client, space FROM spaces UNION SELECT client, space FROM faces"
+        rows = self.query(f"SELECT client, space FROM ({sql}) ORDER BY client, space")
+        keys = [SpaceKey(ClientId(r[0]), int(r[1])) for r in rows]
+        return [k for k in keys if (client is None or k.client == client) and (space is None or k.space == space)]
+
+    def person_photo_counts(self, key: SpaceKey) -> list[tuple[int, int]]:
+        rows = self.query(
+            "SELECT person_id, COUNT(*) FROM faces WHERE client = ? AND space = ?"
+            " GROUP BY person_id ORDER BY person_id",
+            (key.client, key.space),
+        )
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    def person_faces(self, key: SpaceKey, person_id: int) -> list[StoredFace]:
+        rows = self.query(
+            f"SELECT {_FACE_COLUMNS} FROM faces WHERE client = ? AND space = ? AND person_id = ? ORDER BY id",
+            (key.client, key.space, person_id),
+        )
+        return _stored_faces(rows)
+
+    def space_contents(self, key: SpaceKey) -> SpaceContents:
+        with self._read_snapshot():
+            generation = self.generation(key)
+            rows = self.query(
+                f"SELECT {_FACE_COLUMNS} FROM faces WHERE client = ? AND space = ? ORDER BY id",
+                (key.client, key.space),
+            )
+            pairs = self.query(
+                "SELECT low, high FROM alias_pairs WHERE client = ? AND space = ? ORDER BY low, high",
+                (key.client, key.space),
+            )
+        return SpaceContents(key, generation, tuple(_stored_faces(rows)), tuple((int(a), int(b)) for a, b in pairs))
+
+    def person_sha256s(self, key: SpaceKey) -> dict[int, set[str]]:
+        rows = self.query(
+            "SELECT person_id, json_extract(meta, '$.sha256') FROM faces WHERE client = ? AND space = ?",
+            (key.client, key.space),
+        )
+        found: dict[int, set[str]] = {}
+        for person_id, digest in rows:
+            if isinstance(digest, str):
+                found.setdefault(int(person_id), set()).add(digest)
+        return found
+
+    def read_thumbnail(self, face_id: int, client: ClientId | None = None) -> bytes | None:
+        """Face ids are unique across clients; with ``client``, a face of another client is not found."""
+        if client is None:
+            rows = self.query("SELECT thumbnail FROM faces WHERE id = ?", (face_id,))
+        else:
+            rows = self.query("SELECT thumbnail FROM faces WHERE id = ? AND client = ?", (face_id, client))
+        if not rows or rows[0][0] is None:
+            return None
+        return bytes(rows[0][0])
+
+
+_FACE_COLUMNS = "id, person_id, kind, created_at, meta, embedding, thumbnail"
+
+
+def _meta(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _stored_faces(rows: list[tuple[Any, ...]]) -> list[StoredFace]:
+    """Rows of :data:`_FACE_COLUMNS` as faces."""
+    embeddings = blob_to_embeddings([r[5] for r in rows])
+    return [
+        StoredFace(
+            face_id=int(r[0]),
+            person_id=int(r[1]),
+            kind=str(r[2]),
+            created_at=float(r[3]),
+            meta=_meta(r[4]),
+            embedding=embeddings[i],
+            thumbnail=bytes(r[6]) if r[6] is not None else None,
+        )
+        for i, r in enumerate(rows)
+    ]

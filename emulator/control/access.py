@@ -1,0 +1,72 @@
+"""Who may use the admin API and page under ``/emulator/`` (not part of the real service), and the one wait for
+readiness that persons requests and admin calls share.
+
+``off``: nobody. ``loopback``: clients on a loopback address, and only while the server
+listens on a loopback address (never open on a public bind). ``token``: anyone with
+``Authorization: Bearer <admin_token>`` (or, for a browser, the cookie that
+``/emulator/ui/login`` sets), compared in constant time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import time
+
+from fastapi import HTTPException, Request
+
+from emulator.runtime import Runtime
+
+ADMIN_COOKIE = "smarty_admin"
+READY_WAIT_SECONDS = 60.0  # how long a request that arrives during the warm-up waits for it
+_POLL_SECONDS = 0.02
+
+
+async def wait_until_ready(runtime: Runtime, timeout: float = READY_WAIT_SECONDS) -> bool:
+    """Wait (without holding a thread) until the runtime is ready: True, or False after ``timeout`` or as soon as
+    the startup failed. The store and models come up in the background at startup; a request that arrives before
+    waits for them instead of failing. Each caller answers False in its own words."""
+    deadline = time.monotonic() + timeout
+    while not runtime.ready.is_set():
+        if runtime.startup_error or time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(_POLL_SECONDS)
+    return True
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_admin(request: Request) -> None:
+    """FastAPI dependency: raise 403/404 unless the admin API is open to this request."""
+    runtime: Runtime = request.app.state.runtime
+    settings = runtime.settings
+    if settings.admin == "off":
+        raise HTTPException(status_code=404, detail="the admin API is off (SMARTY_ADMIN=off)")
+    if settings.admin == "token":
+        given = request.headers.get("authorization", "")
+        cookie = request.cookies.get(ADMIN_COOKIE)
+        if not given and cookie:  # a browser on the demo page, signed in at /emulator/ui/login
+            given = f"Bearer {cookie}"
+        expected = f"Bearer {settings.admin_token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(
+                status_code=403,
+                detail="admin token required: Authorization: Bearer <token> (a browser: sign in at /emulator/ui/login)",
+            )
+        return
+    client_host = request.client.host if request.client else None
+    if not (_is_loopback(settings.host) and _is_loopback(client_host)):
+        raise HTTPException(
+            status_code=403,
+            detail="the admin API is open to loopback clients on a loopback bind only; set SMARTY_ADMIN=token",
+        )

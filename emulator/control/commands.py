@@ -1,0 +1,67 @@
+"""The state commands of the CLI: ``export``, ``import`` and ``seed``.
+
+They open the database directly, so they work with or without a running server; a
+running server (every worker) sees their writes on its next request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emulator.control import snapshot
+from emulator.control.seed import seed
+from emulator.persons.types import ClientId
+from emulator.settings import Settings
+from emulator.store import Store, store_from_settings
+
+
+def run(command: str, args: argparse.Namespace, settings: Settings) -> int:
+    store = store_from_settings(settings)
+    store.open()
+    try:
+        if command == "export":
+            return _export(store, args)
+        if command == "import":
+            return _import(store, args, settings)
+        return _seed(store, args, settings)
+    except (snapshot.SnapshotError, FileNotFoundError) as exc:
+        print(f"smarty-emulator {command}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
+def _export(store: Store, args: argparse.Namespace) -> int:
+    scope = snapshot.Scope(ClientId(args.client) if args.client else None, args.space)
+    taken = snapshot.take(store, scope)
+    data = snapshot.dumps(taken, compress=args.file.endswith(".gz"))
+    if args.file == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        Path(args.file).write_bytes(data)
+    faces = sum(len(s.faces) for s in taken.spaces)
+    print(f"exported {len(taken.spaces)} space(s), {faces} face(s)", file=sys.stderr)
+    return 0
+
+
+def _import(store: Store, args: argparse.Namespace, settings: Settings) -> int:
+    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    report = snapshot.restore(store, snapshot.loads(data), args.mode, max_faces_per_space=settings.max_faces_per_space)
+    print(
+        f"imported ({args.mode}): {report.spaces} space(s), {report.faces_added} face(s) added,"
+        f" {report.faces_skipped} already there, {report.spaces_emptied} other space(s) emptied",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _seed(store: Store, args: argparse.Namespace, settings: Settings) -> int:
+    from emulator.face.engine import DlibEngine  # loads dlib: only for this command
+
+    engine = DlibEngine(max_width=settings.max_image_width, max_height=settings.max_image_height)
+    outcome = seed(store, engine, Path(args.source), max_faces_per_space=settings.max_faces_per_space)
+    print(f"seeded from {args.source}: {outcome.summary()}", file=sys.stderr)
+    return 0

@@ -1,0 +1,1 @@
+"""Operations: health and readiness, metrics, logs, per-request timing, request records, memory."""

@@ -1,0 +1,1 @@
+"""The real service's logic, without HTTP: the four operations, matching, the domain errors, tokens → clients."""

@@ -1,1 +1,0 @@
-"""The HTTP wire layer: auth, multipart and meta parsing, envelopes, routes."""

@@ -1,0 +1,190 @@
+"""The image without a Docker engine: the Dockerfile and compose file read as text, and the image's own install
+steps (docker/install.sh, which the Dockerfile runs) giving a working ``smarty-emulator serve`` in a fresh venv."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from emulator.healthcheck import ready_url
+from emulator.settings import SETTINGS, Settings
+from tests.support.emulator_server import fixture, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+COMPOSE = ROOT / "docker" / "compose.yaml"
+INSTALL = ROOT / "docker" / "install.sh"
+COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|cmake|make|cc)\b")
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n", " ", text)
+    result = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            result.append((word.upper(), rest.strip()))
+    return result
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    found: list[list[tuple[str, str]]] = []
+    for instruction in instructions(DOCKERFILE.read_text()):
+        if instruction[0] == "FROM":
+            found.append([])
+        if found:
+            found[-1].append(instruction)
+    return found
+
+
+def args(stage: list[tuple[str, str]], name: str) -> list[str]:
+    return [rest for word, rest in stage if word == name]
+
+
+def test_two_stages_on_python_312_slim() -> None:
+    text = DOCKERFILE.read_text()
+    assert "ARG PYTHON_IMAGE=python:3.12-slim" in text
+    builder, final = stages()
+    assert args(builder, "FROM") == ["${PYTHON_IMAGE} AS builder"]
+    assert args(final, "FROM") == ["${PYTHON_IMAGE}"]
+
+
+def test_the_builder_runs_the_tested_install_script() -> None:
+    builder, _ = stages()
+    assert "docker/install.sh /usr/local/bin/install-emulator" in args(builder, "COPY")
+    assert args(builder, "RUN") == ["PYTHON=python sh /usr/local/bin/install-emulator /opt/venv /src"]
+
+
+def test_the_final_stage_runs_as_non_root_with_data_port_and_health_check() -> None:
+    _, final = stages()
+    [user] = args(final, "USER")
+    assert user not in ("root", "0") and not user.startswith(("root:", "0:"))
+    assert any("--uid 10001" in run and user in run for run in args(final, "RUN"))
+    assert args(final, "VOLUME") == ["/data"]
+    assert args(final, "EXPOSE") == ["8080"]
+    env = " ".join(args(final, "ENV"))
+    for setting in ("SMARTY_HOST=0.0.0.0", "SMARTY_DATA_DIR=/data", "SMARTY_PORT=8080"):
+        assert setting in env
+    [healthcheck] = args(final, "HEALTHCHECK")
+    assert healthcheck.endswith('CMD ["python", "-m", "emulator.healthcheck"]')
+    assert "curl" not in healthcheck and "wget" not in healthcheck
+    # The health check asks readiness on loopback when the server listens on every address.
+    assert ready_url({"SMARTY_HOST": "0.0.0.0", "SMARTY_PORT": "8080"}) == "http://127.0.0.1:8080/emulator/ready"
+    assert args(final, "ENTRYPOINT") == ['["smarty-emulator"]'] and args(final, "CMD") == ['["serve"]']
+
+
+def test_no_compiler_in_the_final_stage() -> None:
+    _, final = stages()
+    assert args(final, "COPY") == ["--from=builder /opt/venv /opt/venv"]  # the venv only, no sources
+    for run in args(final, "RUN"):
+        assert "apt-get" not in run and "pip" not in run
+        assert not COMPILERS.search(run), run
+    # Nor in the builder: every dependency is a wheel, or pure data (face_recognition_models).
+    builder, _ = stages()
+    assert not any("apt-get" in run for run in args(builder, "RUN"))
+
+
+def test_the_build_context_is_only_what_the_image_installs() -> None:
+    ignore = (ROOT / "docker" / "Dockerfile.dockerignore").read_text().split()
+    assert ignore[ignore.index("*") :][:5] == ["*", "!pyproject.toml", "!README.md", "!emulator/", "!docker/install.sh"]
+
+
+def test_compose_file() -> None:
+    compose: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    emulator = compose["services"]["emulator"]
+    assert emulator["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
+    assert emulator["healthcheck"]["test"] == ["CMD", "python", "-m", "emulator.healthcheck"]
+    [volume] = emulator["volumes"]
+    name, target = volume.split(":")
+    assert target == "/data" and name in compose["volumes"]  # a named volume
+    assert emulator["ports"] == ["8080:8080"]
+    # Settings as environment variables: every one is a real setting, and together they validate.
+    environment: dict[str, str] = emulator["environment"]
+    known = {setting.env for setting in SETTINGS}
+    assert set(environment) <= known, set(environment) - known
+    settings = Settings.from_sources({k: str(v) for k, v in environment.items()})
+    assert (settings.host, settings.port, str(settings.data_dir)) == ("0.0.0.0", 8080, "/data")
+    # A second service starts only once the emulator is healthy.
+    others = [service for name, service in compose["services"].items() if name != "emulator"]
+    assert any(s.get("depends_on", {}).get("emulator") == {"condition": "service_healthy"} for s in others)
+
+
+# --- the install steps in a fresh venv --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_image_install_steps_give_a_working_server(tmp_path: Path) -> None:
+    """docker/install.sh into a fresh venv (what the builder stage runs), then `smarty-emulator serve` from it.
+
+    Needs the package registry (or pip's cache); ~20-45 s, most of it pip. The interpreter is this one, not 3.12.
+    """
+    src = tmp_path / "src"  # what the Dockerfile COPYs
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "emulator", src / "emulator", ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTY_", "PROMETHEUS_", "VIRTUAL_ENV"))}
+    installed = subprocess.run(
+        ["sh", str(INSTALL), str(venv), str(src)],
+        env={**env, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    assert not (venv / "bin" / "pip").exists()
+    [models] = list(venv.glob("lib/python*/site-packages/face_recognition_models/models"))
+    assert sorted(p.name for p in models.iterdir()) == [
+        "dlib_face_recognition_resnet_model_v1.dat",
+        "shape_predictor_5_face_landmarks.dat",
+    ]
+
+    port = free_port()
+    server_env = {**env, "SMARTY_PORT": str(port), "SMARTY_DATA_DIR": str(tmp_path / "data")}
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [str(venv / "bin" / "smarty-emulator"), "serve"],
+            cwd=tmp_path,  # not the repository: only the venv's copy of the package can be imported
+            env=server_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        healthcheck = [str(venv / "bin" / "python"), "-m", "emulator.healthcheck"]
+        deadline = time.monotonic() + 90
+        while subprocess.run(healthcheck, env=server_env, capture_output=True, timeout=30).returncode != 0:
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        api = f"http://127.0.0.1:{port}/api/v1/persons"
+        auth = {"oauth_token": "fresh-venv", "oauth_provider": "mcs"}
+        set_meta = '{"space":"0","images":[{"name":"f","person_id":1}]}'
+        files = {"f": ("f.jpg", fixture("people/obama/obama.jpg"), "image/jpeg"), "meta": (None, set_meta)}
+        assert httpx.post(f"{api}/set", params=auth, files=files, timeout=60).json()["status"] == 200
+        probe = {"f": ("f.jpg", fixture("people/obama/obama2.jpg"), "image/jpeg")}
+        probe["meta"] = (None, '{"space":"0","images":[{"name":"f"}]}')
+        body = httpx.post(f"{api}/recognize", params=auth, files=probe, timeout=60).json()["body"]
+        assert body["objects"][0]["persons"][0]["tag"] == "person1"
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        assert 'smarty_requests_total{method="recognize",status="200"} 1.0' in metrics
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    # A single-process uvicorn ends by re-raising SIGTERM (exit status 143 in a container) after a clean shutdown.
+    assert server.returncode in (0, -signal.SIGTERM), log.read_text()
+    assert "Application shutdown complete." in log.read_text()
