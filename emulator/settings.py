@@ -1,8 +1,8 @@
 """The settings table: the single source of truth for every setting.
 
 Each :class:`Setting` row feeds the CLI flags (``--match-threshold``), the environment
-variables (``SMARTY_MATCH_THRESHOLD``), validation at startup, and the README's settings
-table (``tests/test_settings.py`` fails when the README and this table disagree).
+variables (``SMARTY_MATCH_THRESHOLD``), validation at startup, and the docs' settings
+table (``tests/test_settings.py`` fails when docs/settings.md and this table disagree).
 Settings are built into one frozen :class:`Settings` object from an injected mapping, so
 tests never need to monkeypatch the environment.
 """
@@ -319,7 +319,7 @@ def parse_oauth_clients(spec: str) -> dict[str, tuple[str, str]]:
 
 
 def markdown_table() -> str:
-    """The README's settings table, generated from :data:`SETTINGS`."""
+    """The settings table of docs/settings.md, generated from :data:`SETTINGS`."""
     rows = [
         "| Setting | Flag | Type | Default | Live | Description |",
         "| --- | --- | --- | --- | --- | --- |",

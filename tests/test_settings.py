@@ -1,4 +1,4 @@
-"""The settings table is the single source of truth: README, CLI flags, environment, validation."""
+"""The settings table is the single source of truth: docs/settings.md, CLI flags, environment, validation."""
 
 from __future__ import annotations
 
@@ -40,10 +40,10 @@ def sample(setting: Setting) -> str:
     return SAMPLE[setting.type]
 
 
-def test_readme_settings_table_is_the_generated_one() -> None:
-    match = BLOCK.search((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert match, "README.md has no settings-table block"
-    assert match.group(1) == markdown_table(), "README settings table is stale: run `python -m emulator settings`"
+def test_docs_settings_table_is_the_generated_one() -> None:
+    match = BLOCK.search((ROOT / "docs" / "settings.md").read_text(encoding="utf-8"))
+    assert match, "docs/settings.md has no settings-table block"
+    assert match.group(1) == markdown_table(), "docs/settings.md is stale: run `python -m emulator settings`"
 
 
 def test_settings_command_prints_the_table() -> None:

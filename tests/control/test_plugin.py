@@ -83,9 +83,9 @@ def test_oauth_flow_with_a_real_short_lifetime(smarty_emulator: SmartyEmulator) 
         smarty_emulator.reset()
 
 
-def test_readme_example_is_the_one_in_the_suite() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("this file is `tests/test_plugin_example.py` in\nthis repository", 1)[1]
+def test_docs_example_is_the_one_in_the_suite() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "testing-aids.md").read_text()
+    section = page.split("this file is\n`tests/control/test_plugin_example.py` in this repository", 1)[1]
     block = section.split("```python\n", 1)[1].split("```", 1)[0]
     example = (Path(__file__).resolve().parent / "test_plugin_example.py").read_text()
     assert block == example
