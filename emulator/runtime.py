@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class Runtime:
     ready: threading.Event = field(default_factory=threading.Event)
     startup: set[str] = field(default_factory=set)  # done so far: "store", "models", "warm-up"
     startup_error: str | None = None
+    last_failure: tuple[float, str] | None = None  # (unix time, text) of the last request that failed internally
     observers: list[Observer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -89,6 +91,10 @@ class Runtime:
         if self.startup_error:
             report["error"] = self.startup_error
         return report
+
+    def note_failure(self, exc: BaseException) -> None:
+        """Remember the last internal failure of a request (health shows it)."""
+        self.last_failure = (time.time(), f"{type(exc).__name__}: {exc}")
 
     def sync_shared(self) -> None:
         """Pick up live settings and fault rules changed through any worker: one small read, called

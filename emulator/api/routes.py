@@ -20,7 +20,7 @@ from emulator.control.faults import FaultResponse, run_with_faults
 from emulator.ops.observe import ImageInfo, RequestRecord
 from emulator.ops.timing import Recorder
 from emulator.persons.auth import authenticate
-from emulator.persons.errors import InternalError, RequestError
+from emulator.persons.errors import INTERNAL_ERROR, InternalError, RequestError, StoreError
 from emulator.persons.types import ClientId
 from emulator.runtime import Runtime
 from emulator.settings import Settings
@@ -118,6 +118,14 @@ def build_router(runtime: Runtime) -> APIRouter:
                 payload = envelope.error(exc.status, exc.message)
             except FaultResponse as exc:  # an injected HTTP 502/503/504 or dropped connection
                 fault, record.body, record.envelope_status = exc, exc.text, 0  # 0: no envelope was sent
+            except Exception as exc:  # storage or a bug: the real service's internal error, never a traceback
+                runtime.note_failure(exc)
+                if isinstance(exc, StoreError):
+                    log.error("%s failed: %s", method, exc)
+                else:
+                    log.exception("%s failed: %s: %s", method, type(exc).__name__, exc)
+                record.envelope_status, record.body = 500, INTERNAL_ERROR
+                payload = envelope.error(500, INTERNAL_ERROR)
             record.timings_ms, record.faces = recorder.timings_ms(), recorder.counts.get("faces", 0)
             record.http_status = envelope.http_status(record.envelope_status, settings.http_status)
             if fault is not None:

@@ -48,7 +48,7 @@ from typing import Any
 
 from emulator.control.state import SharedState, StoredRule
 from emulator.ops.observe import RequestRecord
-from emulator.persons.errors import InternalError
+from emulator.persons.errors import INTERNAL_ERROR, InternalError
 from emulator.persons.types import MAX_SPACE
 
 OBJECT_KINDS = ("object_temporary", "object_permanent")
@@ -387,7 +387,7 @@ async def run_with_faults(
         await asyncio.sleep(plan.delay_s)
     if plan.abort is not None:
         if plan.abort.kind == "envelope_500":
-            raise InternalError("Internal Server Error")
+            raise InternalError(INTERNAL_ERROR)
         raise FaultResponse(plan.abort)
     if not plan.objects or names is None:
         return await call(frozenset())

@@ -7,6 +7,10 @@ object's ``status`` is 1 or 2 and its ``error`` is the text), the rest go on.
 
 from __future__ import annotations
 
+from emulator.store.records import StoreError as StoreError  # a failure of the record: an internal error
+
+INTERNAL_ERROR = "Internal Server Error"  # the real service's text of its internal-error envelope (status 500)
+
 
 class RequestError(Exception):
     """The whole request fails with an error envelope."""

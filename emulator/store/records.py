@@ -19,6 +19,12 @@ import numpy as np
 
 EMBEDDING_DIM = 128
 
+
+class StoreError(Exception):
+    """The record could not be read or written (disk full, read-only, database unreachable...). Backends raise it
+    for every failure of their storage, never for bad input; the message names the store and the cause. Clients get
+    the real service's internal-error envelope; nothing of the failed write is kept."""
+
 ClientId = NewType("ClientId", str)
 
 DEFAULT_CLIENT = ClientId("default")

@@ -30,6 +30,7 @@ from emulator.store.records import (
     SpaceData,
     SpaceKey,
     StoredFace,
+    StoreError,
     WriteDelta,
     blob_to_embeddings,
     embedding_to_blob,
@@ -194,6 +195,14 @@ class SqliteStore:
     def location(self) -> str:
         return str(self.path)
 
+    @contextmanager
+    def _failures(self, doing: str) -> Iterator[None]:
+        """SQLite's errors (disk full, read-only file, I/O error, locked past the busy timeout) as ``StoreError``."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not {doing} {self.path}: {exc}") from exc
+
     def open(self) -> None:
         """Create the data dir and the database, and migrate it to the current schema."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -233,14 +242,19 @@ class SqliteStore:
     # --- reads -------------------------------------------------------------------------
 
     def generation(self, key: SpaceKey) -> int:
-        row = (
-            self._conn()
-            .execute("SELECT generation FROM spaces WHERE client = ? AND space = ?", (key.client, key.space))
-            .fetchone()
-        )
+        with self._failures("read"):
+            row = (
+                self._conn()
+                .execute("SELECT generation FROM spaces WHERE client = ? AND space = ?", (key.client, key.space))
+                .fetchone()
+            )
         return int(row[0]) if row else 0
 
     def load_space(self, key: SpaceKey) -> SpaceData:
+        with self._failures("read"):
+            return self._load_space(key)
+
+    def _load_space(self, key: SpaceKey) -> SpaceData:
         conn = self._conn()
         own_snapshot = not conn.in_transaction  # inside a write, that transaction is the snapshot
         if own_snapshot:
@@ -263,7 +277,8 @@ class SqliteStore:
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """A read-only query (this backend's own; tests use it)."""
-        return self._conn().execute(sql, args).fetchall()
+        with self._failures("read"):
+            return self._conn().execute(sql, args).fetchall()
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check``: ``"ok"`` for a sound database."""
@@ -284,8 +299,8 @@ class SqliteStore:
     def write(self, key: SpaceKey) -> Iterator[SpaceWriter]:
         """A write transaction on one space. Commits (bumping the generation) if the block
         returns and something changed; rolls back if it raises."""
-        conn = self._conn()
-        with self._write_lock:
+        with self._write_lock, self._failures("write"):
+            conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 writer = SpaceWriter(conn, key, self.generation(key))
@@ -300,7 +315,8 @@ class SqliteStore:
                     writer.delta.new_generation = new_generation
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # e.g. no transaction left after a failed COMMIT
+                    conn.execute("ROLLBACK")
                 raise
 
     # --- inventory ---------------------------------------------------------------------
