@@ -166,6 +166,15 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "embedder",
+        str,
+        "numpy",
+        "The face descriptor: `numpy` runs dlib's ResNet with the same weights on numpy's BLAS, all faces of an "
+        "image in one batch (several times faster); `dlib` is dlib's own `compute_face_descriptor`, the reference. "
+        "Descriptors agree to float32 rounding.",
+        choices=("numpy", "dlib"),
+    ),
+    Setting(
         "cache_size",
         int,
         1024,

@@ -1,0 +1,125 @@
+"""The face descriptor step: aligned 150x150 chips in, dlib's 128-d descriptors out.
+
+Two implementations of the same network and weights (``SMARTY_EMBEDDER``):
+
+- ``numpy`` (default): :class:`NumpyEmbedder`, dlib's ResNet re-implemented on numpy's BLAS
+  (:mod:`emulator.face.resnet`), all the faces of a call in one batch. Many times faster than dlib's build, which
+  has no BLAS. Descriptors agree with dlib's to float32 rounding (cosine >= 0.99999, at most 1e-4 per component).
+- ``dlib``: :class:`DlibEmbedder`, dlib's own ``compute_face_descriptor``, one chip at a time under a lock (dlib
+  holds the GIL while it runs and its network keeps per-call state). The reference the tests compare against.
+
+Threads: a numpy forward pass runs its matrix products on one BLAS thread (:func:`limit_blas_threads`). The
+bundled OpenBLAS, when given both cores, is barely faster on this network's small products, and on a busy machine
+its spinning threads make a pass up to tens of times slower. Cores are used by processes and request threads
+instead: the numpy embedder holds no lock, so concurrent requests embed in parallel, and the analysis pool
+(:mod:`emulator.face.pool`) runs one process per core.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from emulator.face.models import model_paths
+from emulator.face.resnet_model import DESCRIPTOR_SIZE
+
+EMBEDDERS = ("numpy", "dlib")
+DEFAULT_EMBEDDER = "numpy"
+BLAS_THREADS = 1
+NUM_JITTERS = 1  # face_recognition's default: the chip as it is
+
+
+class Embedder(Protocol):
+    name: str
+
+    def load(self) -> None:
+        """Load the model (once; thread-safe)."""
+        ...
+
+    def descriptors(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw (not normalised) descriptors, float32 (N, 128), of N aligned 150x150x3 uint8 RGB chips."""
+        ...
+
+
+def embedder_from_environment(environ: Mapping[str, str] | None = None) -> str:
+    """The embedder named by ``SMARTY_EMBEDDER`` (validated as the settings table does), else the default."""
+    from emulator.settings import SETTINGS_BY_NAME
+
+    setting = SETTINGS_BY_NAME["embedder"]
+    raw = (os.environ if environ is None else environ).get(setting.env)
+    return DEFAULT_EMBEDDER if raw is None else str(setting.parse(raw))
+
+
+def limit_blas_threads(threads: int = BLAS_THREADS) -> None:
+    """Set this process's BLAS thread count (all BLAS libraries numpy has loaded)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")
+
+
+def make_embedder(name: str) -> Embedder:
+    if name == "numpy":
+        return NumpyEmbedder()
+    if name == "dlib":
+        return DlibEmbedder()
+    raise ValueError(f"unknown embedder {name!r}; expected one of {', '.join(EMBEDDERS)}")
+
+
+class NumpyEmbedder:
+    """dlib's network on numpy (:class:`emulator.face.resnet.ResnetDescriptor`), weights from the cached arrays."""
+
+    name = "numpy"
+
+    def __init__(self) -> None:
+        self._network: Any = None  # ResnetDescriptor
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        if self._network is not None:
+            return
+        with self._lock:
+            if self._network is None:
+                from emulator.face.resnet import ResnetDescriptor
+                from emulator.face.resnet_cache import load_weights
+
+                limit_blas_threads()
+                self._network = ResnetDescriptor(load_weights(model_paths().face_recognition))
+
+    def descriptors(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        if len(chips) == 0:
+            return np.zeros((0, DESCRIPTOR_SIZE), dtype=np.float32)
+        self.load()
+        result: np.ndarray = self._network.compute(np.stack([np.asarray(chip, dtype=np.uint8) for chip in chips]))
+        return result
+
+
+class DlibEmbedder:
+    """dlib's ``face_recognition_model_v1.compute_face_descriptor`` (``num_jitters=1``), the reference."""
+
+    name = "dlib"
+
+    def __init__(self) -> None:
+        self._model: Any = None  # dlib.face_recognition_model_v1
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        with self._load_lock:
+            if self._model is None:
+                import dlib
+
+                self._model = dlib.face_recognition_model_v1(str(model_paths().face_recognition))
+
+    def descriptors(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        self.load()
+        out = np.zeros((len(chips), DESCRIPTOR_SIZE), dtype=np.float32)
+        for i, chip in enumerate(chips):
+            with self._run_lock:
+                out[i] = np.asarray(self._model.compute_face_descriptor(np.asarray(chip, dtype=np.uint8), NUM_JITTERS))
+        return out
