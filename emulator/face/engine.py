@@ -20,19 +20,20 @@ passes from coarse to fine (:meth:`DlibEngine.detection_plan`), and stops early 
   to 1600 px, ~190 px on a 3840 px photo.
 
 Boxes are mapped back to the original pixels; landmarks and descriptors are always computed on the
-full-resolution image (the descriptor of a given box is exactly face_recognition's). On every photo in
+full-resolution image (the descriptor of a given box is face_recognition's, to float32 rounding). On every photo in
 ``fixtures/`` this finds the same faces as the default pipeline (``bench/compare_detection.py``); boxes found on a
 downscaled copy differ by a few pixels, so embeddings differ slightly (cosine >= 0.99 on the fixtures).
 
 Descriptors: the chips of all the faces of an image go through the descriptor network in one batch, computed by
-the embedder named by ``embedder`` (``SMARTY_EMBEDDER``, see :mod:`emulator.face.embedder`): ``numpy`` (dlib's
-network and weights on numpy's BLAS, the default) or ``dlib`` (dlib's own ``compute_face_descriptor``, the
-reference; the two agree to float32 rounding).
+the embedder named by ``embedder`` (``SMARTY_EMBEDDER``, see :mod:`emulator.face.embedder`): ``onnx`` (the default)
+or ``numpy`` (dlib's network and weights on ONNX Runtime or numpy's BLAS) or ``dlib`` (dlib's own
+``compute_face_descriptor``, the reference); all agree to float32 rounding.
 
 Thread safety: an HOG detector keeps per-scan state, so each thread borrows its own from a free list (dlib
 releases the GIL while scanning, so detections run in parallel threads). The shape predictor is read-only and
-shared. The numpy embedder is stateless and runs in parallel threads; dlib's descriptor network keeps per-call
-state and holds the GIL, so it runs under a lock (use processes, ``emulator.face.pool``). Models load once, lazily.
+shared. The onnx and numpy embedders are stateless and run in parallel threads; dlib's descriptor network keeps
+per-call state and holds the GIL, so it runs under a lock (use processes, ``emulator.face.pool``). Models load
+once, lazily.
 """
 
 from __future__ import annotations
@@ -126,8 +127,8 @@ class DlibEngine:
             found there ends detection.
         detect_max_side: if the coarse scan finds nothing, a copy whose longer side is at most this is scanned
             with upsample 0 (faces below ~80 px in that copy are missed). Larger is slower, finds smaller faces.
-        embedder: ``numpy`` or ``dlib`` (see :mod:`emulator.face.embedder`); None: ``SMARTY_EMBEDDER`` from the
-            environment, else ``numpy``.
+        embedder: ``onnx``, ``numpy`` or ``dlib`` (see :mod:`emulator.face.embedder`); None: ``SMARTY_EMBEDDER``
+            from the environment, else ``onnx``.
     """
 
     def __init__(

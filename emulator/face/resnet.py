@@ -31,9 +31,11 @@ from numpy.lib.stride_tricks import as_strided
 
 from emulator.face.resnet_model import CHIP_SIDE, DESCRIPTOR_SIZE, ResnetWeights
 
+BATCH = 8  # faces per forward pass: larger batches are slower per face (they no longer fit the caches)
+
 
 @dataclass(frozen=True)
-class _Op:
+class Op:
     kind: str  # conv, relu, max_pool, avg_pool, avg_pool_everything, tag, skip, add_prev, fc
     size: int = 0
     stride: int = 1
@@ -44,9 +46,9 @@ class _Op:
     bias: np.ndarray | None = None  # conv: (filters,)
 
 
-def _compile(weights: ResnetWeights) -> tuple[_Op, ...]:
+def fuse(weights: ResnetWeights) -> tuple[Op, ...]:
     """The layers as operations, with each con + affine (+ relu) fused into one convolution."""
-    ops: list[_Op] = []
+    ops: list[Op] = []
     layers = weights.layers
     i = 0
     while i < len(layers):
@@ -66,7 +68,7 @@ def _compile(weights: ResnetWeights) -> tuple[_Op, ...]:
             # Rows of the im2col matrix are ordered (dy, dx, channel): filters become (rows, cols, channels, filters).
             fused = (weight * scale[:, None, None, None]).transpose(2, 3, 1, 0).reshape(-1, weight.shape[0])
             ops.append(
-                _Op(
+                Op(
                     "conv",
                     size=layer.size,
                     stride=layer.stride,
@@ -81,14 +83,14 @@ def _compile(weights: ResnetWeights) -> tuple[_Op, ...]:
         if layer.kind == "affine":
             raise ValueError(f"layer {i}: an affine layer that does not follow a convolution")
         if layer.kind == "fc":
-            ops.append(_Op("fc", weight=np.ascontiguousarray(params["weight"], dtype=np.float32)))
+            ops.append(Op("fc", weight=np.ascontiguousarray(params["weight"], dtype=np.float32)))
         else:
-            ops.append(_Op(layer.kind, size=layer.size, stride=layer.stride, padding=layer.padding, tag=layer.tag))
+            ops.append(Op(layer.kind, size=layer.size, stride=layer.stride, padding=layer.padding, tag=layer.tag))
         i += 1
     return tuple(ops)
 
 
-def _conv(x: np.ndarray, op: _Op) -> np.ndarray:
+def _conv(x: np.ndarray, op: Op) -> np.ndarray:
     """im2col + one sgemm. ``x`` is (N, H, W, C) float32."""
     assert op.weight is not None and op.bias is not None
     n, height, width, channels = x.shape
@@ -110,7 +112,7 @@ def _conv(x: np.ndarray, op: _Op) -> np.ndarray:
     return out.reshape(n, out_h, out_w, -1)
 
 
-def _max_pool(x: np.ndarray, op: _Op) -> np.ndarray:
+def _max_pool(x: np.ndarray, op: Op) -> np.ndarray:
     _, height, width, _ = x.shape
     size, stride = op.size, op.stride
     out_h = 1 + (height - size) // stride
@@ -124,7 +126,7 @@ def _max_pool(x: np.ndarray, op: _Op) -> np.ndarray:
     return out
 
 
-def _avg_pool(x: np.ndarray, op: _Op) -> np.ndarray:
+def _avg_pool(x: np.ndarray, op: Op) -> np.ndarray:
     """The mean of each window, summed row by row as dlib does, then divided by the window's area."""
     _, height, width, _ = x.shape
     size, stride = op.size, op.stride
@@ -157,7 +159,7 @@ class ResnetDescriptor:
 
     def __init__(self, weights: ResnetWeights) -> None:
         self.input_mean = weights.input_mean.astype(np.float32)
-        self.ops = _compile(weights)
+        self.ops = fuse(weights)
 
     def nbytes(self) -> int:
         """Memory held by the (fused) weights."""
@@ -170,8 +172,12 @@ class ResnetDescriptor:
             chips = chips[None]
         if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIDE, CHIP_SIDE, 3):
             raise ValueError(f"expected (N, {CHIP_SIDE}, {CHIP_SIDE}, 3) chips, got {chips.shape}")
-        if len(chips) == 0:
-            return np.zeros((0, DESCRIPTOR_SIZE), dtype=np.float32)
+        out = np.zeros((len(chips), DESCRIPTOR_SIZE), dtype=np.float32)
+        for start in range(0, len(chips), BATCH):  # larger batches are slower per face (caches)
+            out[start : start + BATCH] = self._forward(chips[start : start + BATCH])
+        return out
+
+    def _forward(self, chips: np.ndarray) -> np.ndarray:
         # (pixel - mean) is computed in float and /256 is exact, as in dlib's input layer.
         x = (chips.astype(np.float32) - self.input_mean) / np.float32(256.0)
         tags: dict[int, np.ndarray] = {}
@@ -197,4 +203,4 @@ class ResnetDescriptor:
                 x = x.reshape(len(x), -1) @ op.weight
             else:
                 raise AssertionError(f"unknown operation {op.kind}")
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return x
