@@ -275,14 +275,28 @@ class DlibEngine:
                     return found, scan
         raise AssertionError("a detection plan has at least one pass")
 
-    def _describe(self, models: _Models, rgb: np.ndarray, detections: list[tuple[dlib.rectangle, float]]) -> list[Face]:
-        """Landmarks and chip of every detection, then all the descriptors in one batch."""
+    def face_chips(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """The aligned 150x150 RGB chips of the faces :meth:`detect` finds in ``rgb``: what the embedder sees."""
+        models = self._get_models()
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        detections, _ = self.detect(rgb)
+        return self._chips(models, rgb, detections)[1]
+
+    def _chips(
+        self, models: _Models, rgb: np.ndarray, detections: list[tuple[dlib.rectangle, float]]
+    ) -> tuple[list[Any], list[np.ndarray]]:
+        """The landmarks (dlib.full_object_detection) and the chip of every detection."""
         import dlib
 
-        height, width = rgb.shape[:2]
         shapes = [models.predictor(rgb, rect) for rect, _ in detections]
         # The chip compute_face_descriptor(rgb, shape, num_jitters) cuts internally, cut here to be batched.
         chips = [np.asarray(dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)) for shape in shapes]
+        return shapes, chips
+
+    def _describe(self, models: _Models, rgb: np.ndarray, detections: list[tuple[dlib.rectangle, float]]) -> list[Face]:
+        """Landmarks and chip of every detection, then all the descriptors in one batch."""
+        height, width = rgb.shape[:2]
+        shapes, chips = self._chips(models, rgb, detections)
         descriptors = self._get_embedder().descriptors(chips).astype(np.float64)
         faces = []
         for (rect, score), shape, chip, descriptor in zip(detections, shapes, chips, descriptors, strict=True):

@@ -263,9 +263,8 @@ def _read_details(reader: _Reader, layer: Layer, channels: int, spatial: int) ->
         bias = flat[weight_count:].copy() if use_bias else np.zeros(layer.filters, dtype=np.float32)
         return {"weight": flat[:weight_count].reshape(expected_filters).copy(), "bias": bias}, layer.filters
     if layer.kind == "affine":
-        version = reader.expect_string(("affine_", "affine_2", "bn_con2"))
-        if version == "bn_con2":
-            return _read_bn_con(reader, channels), channels
+        # dlib also accepts a batch normalisation layer here (bn_con2) and folds it; this model file has none.
+        version = reader.expect_string(("affine_", "affine_2"))
         params = reader.tensor()
         gamma_shape = reader.alias_tensor()
         beta_shape = reader.alias_tensor()
@@ -315,29 +314,6 @@ def _read_details(reader: _Reader, layer: Layer, channels: int, spatial: int) ->
             raise reader.fail(f"fc weights of shape {weights_shape}, expected ({inputs}, {layer.filters}, 1, 1)")
         return {"weight": params.reshape(inputs, layer.filters).copy()}, layer.filters
     raise AssertionError(f"no details for layer kind {layer.kind}")
-
-
-def _read_bn_con(reader: _Reader, channels: int) -> dict[str, np.ndarray]:
-    """A batch normalisation layer saved in place of an affine one: fold it as dlib's ``affine_(const bn_&)`` does,
-    in float32: gamma / sqrt(running_variance + eps), beta - g * running_mean."""
-    params = reader.tensor()
-    gamma_shape = reader.alias_tensor()
-    reader.alias_tensor()  # beta
-    reader.tensor()  # means (of the last training batch)
-    reader.tensor()  # invstds
-    running_means = reader.tensor().reshape(-1)
-    running_variances = reader.tensor().reshape(-1)
-    reader.uint()  # num_updates
-    reader.uint()  # running_stats_window_size
-    for _ in range(4):
-        reader.float()
-    eps = reader.float()
-    if gamma_shape != (1, channels, 1, 1) or params.size != 2 * channels or running_means.size != channels:
-        raise reader.fail(f"batch normalisation parameters that do not match {channels} channels")
-    flat = params.reshape(-1)
-    gamma = flat[:channels] / np.sqrt(running_variances + np.float32(eps))
-    beta = flat[channels:] - gamma * running_means
-    return {"gamma": gamma.astype(np.float32), "beta": beta.astype(np.float32)}
 
 
 def _output_side(layer: Layer, side: int) -> int:
