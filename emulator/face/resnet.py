@@ -24,6 +24,7 @@ in place. Results differ from dlib's by float32 rounding only (dlib sums in anot
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +43,7 @@ class Op:
     padding: int = 0
     tag: int = 0
     relu: bool = False  # conv: apply relu to the output
-    weight: np.ndarray | None = None  # conv: (size*size*channels, filters); fc: (inputs, outputs)
+    weight: np.ndarray | None = None  # conv: (filters, channels, size, size), dlib's layout; fc: (inputs, outputs)
     bias: np.ndarray | None = None  # conv: (filters,)
 
 
@@ -65,8 +66,7 @@ def fuse(weights: ResnetWeights) -> tuple[Op, ...]:
                 step = 2
             relu = i + step < len(layers) and layers[i + step].kind == "relu"
             step += int(relu)
-            # Rows of the im2col matrix are ordered (dy, dx, channel): filters become (rows, cols, channels, filters).
-            fused = (weight * scale[:, None, None, None]).transpose(2, 3, 1, 0).reshape(-1, weight.shape[0])
+            fused = weight * scale[:, None, None, None]
             ops.append(
                 Op(
                     "conv",
@@ -74,7 +74,7 @@ def fuse(weights: ResnetWeights) -> tuple[Op, ...]:
                     stride=layer.stride,
                     padding=layer.padding,
                     relu=relu,
-                    weight=np.ascontiguousarray(fused, dtype=np.float32),
+                    weight=fused.astype(np.float32, copy=False),
                     bias=(bias * scale + shift).astype(np.float32),
                 )
             )
@@ -88,6 +88,11 @@ def fuse(weights: ResnetWeights) -> tuple[Op, ...]:
             ops.append(Op(layer.kind, size=layer.size, stride=layer.stride, padding=layer.padding, tag=layer.tag))
         i += 1
     return tuple(ops)
+
+
+def _im2col_filters(weight: np.ndarray | None) -> np.ndarray:
+    assert weight is not None
+    return np.ascontiguousarray(weight.transpose(2, 3, 1, 0).reshape(-1, weight.shape[0]))
 
 
 def _conv(x: np.ndarray, op: Op) -> np.ndarray:
@@ -159,7 +164,11 @@ class ResnetDescriptor:
 
     def __init__(self, weights: ResnetWeights) -> None:
         self.input_mean = weights.input_mean.astype(np.float32)
-        self.ops = fuse(weights)
+        # Rows of the im2col matrix are ordered (dy, dx, channel): filters become (rows * cols * channels, filters).
+        self.ops = tuple(
+            dataclasses.replace(op, weight=_im2col_filters(op.weight)) if op.kind == "conv" else op
+            for op in fuse(weights)
+        )
 
     def nbytes(self) -> int:
         """Memory held by the (fused) weights."""

@@ -59,12 +59,37 @@ def _bytes_field(number: int, value: bytes | str) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(data)) + data
 
 
-def _tensor(name: str, array: np.ndarray) -> bytes:
+Chunks = list[bytes | memoryview]  # a message as pieces, joined once at the end (the weights are not copied twice)
+
+
+def _message_field(number: int, chunks: Chunks) -> Chunks:
+    """A length-delimited field holding the message made of ``chunks``."""
+    return [_varint(number << 3 | 2) + _varint(sum(len(c) for c in chunks)), *chunks]
+
+
+def _tensor(name: str, array: np.ndarray) -> Chunks:
     """TensorProto: dims (1), data_type (2), name (8), raw_data (9, little endian)."""
     data_type = {np.dtype(np.float32): FLOAT, np.dtype(np.int64): INT64}[array.dtype]
     dims = b"".join(_int_field(1, d) for d in array.shape)
-    raw = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-    return dims + _int_field(2, data_type) + _bytes_field(8, name) + _bytes_field(9, raw)
+    raw = memoryview(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))).cast("B")
+    return [dims + _int_field(2, data_type) + _bytes_field(8, name) + _varint(9 << 3 | 2) + _varint(len(raw)), raw]
+
+
+def _external_tensor(name: str, array: np.ndarray) -> Chunks:
+    """A TensorProto whose data is external (data_location 14 = EXTERNAL, external_data 13 as key/value pairs);
+    the session gets the array itself (``add_external_initializers``), so the weights are not copied into the
+    model bytes and parsed back."""
+    dims = b"".join(_int_field(1, d) for d in array.shape)
+    location = _bytes_field(1, "location") + _bytes_field(2, "memory")  # never read: replaced before loading
+    length = _bytes_field(1, "length") + _bytes_field(2, str(array.nbytes))
+    return [
+        dims
+        + _int_field(2, FLOAT)
+        + _bytes_field(8, name)
+        + _bytes_field(13, location)
+        + _bytes_field(13, length)
+        + _int_field(14, 1)
+    ]
 
 
 def _attribute(name: str, value: int | list[int]) -> bytes:
@@ -95,9 +120,10 @@ def _value_info(name: str, dims: list[int | str]) -> bytes:
 
 
 class _GraphBuilder:
-    def __init__(self) -> None:
+    def __init__(self, external: bool) -> None:
         self.nodes: list[bytes] = []
-        self.initializers: list[bytes] = []
+        self.initializers: list[Chunks] = []
+        self.external: dict[str, np.ndarray] | None = {} if external else None
         self.count = 0
 
     def name(self, prefix: str) -> str:
@@ -106,7 +132,11 @@ class _GraphBuilder:
 
     def constant(self, prefix: str, array: np.ndarray) -> str:
         name = self.name(prefix)
-        self.initializers.append(_tensor(name, array))
+        if self.external is not None and array.dtype == np.float32:
+            self.external[name] = np.ascontiguousarray(array)
+            self.initializers.append(_external_tensor(name, array))
+        else:
+            self.initializers.append(_tensor(name, array))
         return name
 
     def add(self, op_type: str, inputs: list[str], **attributes: int | list[int]) -> str:
@@ -116,8 +146,22 @@ class _GraphBuilder:
 
 
 def model_bytes(weights: ResnetWeights) -> bytes:
-    """The network as a serialised ONNX ModelProto: input ``x`` (N, 3, 150, 150) normalised, output ``y`` (N, 128)."""
-    graph = _GraphBuilder()
+    """The network as a serialised ONNX ModelProto, weights included: input ``x`` (N, 3, 150, 150) normalised,
+    output ``y`` (N, 128)."""
+    data, _ = _build(weights, external=False)
+    return data
+
+
+def model_with_external_weights(weights: ResnetWeights) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The same model with its float weights left out of the bytes: they are returned by name, to be handed to the
+    session as external initializers (which keeps ~40 MB of copies out of memory)."""
+    data, external = _build(weights, external=True)
+    assert external is not None
+    return data, external
+
+
+def _build(weights: ResnetWeights, *, external: bool) -> tuple[bytes, dict[str, np.ndarray] | None]:
+    graph = _GraphBuilder(external)
     current, shape = "x", (3, CHIP_SIDE, CHIP_SIDE)  # channels, rows, columns
     tags: dict[int, tuple[str, tuple[int, int, int]]] = {}
     for op in fuse(weights):
@@ -125,13 +169,17 @@ def model_bytes(weights: ResnetWeights) -> bytes:
     if shape != (DESCRIPTOR_SIZE, 1, 1):
         raise AssertionError("the graph does not end in the 128-d descriptor")
     graph.nodes.append(_node("Identity", [current], ["y"]))
-    body = b"".join(_bytes_field(1, n) for n in graph.nodes) + _bytes_field(2, "dlib_face_recognition_resnet_v1")
-    body += b"".join(_bytes_field(5, t) for t in graph.initializers)
-    body += _bytes_field(11, _value_info("x", ["N", 3, CHIP_SIDE, CHIP_SIDE]))
-    body += _bytes_field(12, _value_info("y", ["N", DESCRIPTOR_SIZE]))
+    body: Chunks = [
+        b"".join(_bytes_field(1, n) for n in graph.nodes),
+        _bytes_field(2, "dlib_face_recognition_resnet_v1"),
+    ]
+    for tensor in graph.initializers:
+        body += _message_field(5, tensor)
+    body.append(_bytes_field(11, _value_info("x", ["N", 3, CHIP_SIDE, CHIP_SIDE])))
+    body.append(_bytes_field(12, _value_info("y", ["N", DESCRIPTOR_SIZE])))
     opset = _bytes_field(1, "") + _int_field(2, OPSET)
     header = _int_field(1, IR_VERSION) + _bytes_field(2, "smarty-emulator")
-    return header + _bytes_field(7, body) + _bytes_field(8, opset)
+    return b"".join([header, *_message_field(7, body), _bytes_field(8, opset)]), graph.external
 
 
 def _add_op(
@@ -144,10 +192,8 @@ def _add_op(
     channels, side, _ = shape
     if op.kind == "conv":
         assert op.weight is not None and op.bias is not None
-        filters = op.weight.shape[1]
-        # (rows, cols, channels, filters) -> ONNX's (filters, channels, rows, cols)
-        kernel = op.weight.reshape(op.size, op.size, channels, filters).transpose(3, 2, 0, 1)
-        weight = graph.constant("w", np.ascontiguousarray(kernel))
+        filters = op.weight.shape[0]
+        weight = graph.constant("w", op.weight)  # (filters, channels, rows, cols): dlib's layout is ONNX's
         bias = graph.constant("b", op.bias)
         out = graph.add(
             "Conv",
@@ -211,9 +257,12 @@ class OnnxDescriptor:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only
-        self.session: Any = onnxruntime.InferenceSession(
-            model_bytes(weights), options, providers=["CPUExecutionProvider"]
-        )
+        model, external = model_with_external_weights(weights)
+        # The session uses these arrays in place: they live as long as it does.
+        self._external = external
+        names = list(external)
+        options.add_external_initializers(names, [onnxruntime.OrtValue.ortvalue_from_numpy(external[n]) for n in names])
+        self.session: Any = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
     def compute(self, chips: np.ndarray) -> np.ndarray:
         """Descriptors (N, 128) float32 of N aligned 150x150 RGB uint8 chips, shape (N, 150, 150, 3)."""
