@@ -3,7 +3,7 @@
 Much of an image's analysis holds the GIL (dlib's landmarks and chips, numpy's small steps, and all of dlib's own
 descriptor with ``SMARTY_EMBEDDER=dlib``), so threads spread a many-image request over the cores poorly;
 processes can. ``AnalyzePool`` is a ``ProcessPoolExecutor`` whose workers each hold their own
-:class:`DlibEngine` (~100 MB of memory per worker, models included). It starts lazily, on the first request that
+:class:`DlibEngine` (~130 MB of memory per worker with the default embedder, models included). It starts lazily, on the first request that
 needs it, so it never delays readiness. Each worker computes its matrix products on one BLAS thread
 (:func:`emulator.face.embedder.limit_blas_threads`), so that ``workers`` processes use ``workers`` cores.
 
