@@ -3,9 +3,10 @@
 Much of an image's analysis holds the GIL (dlib's landmarks and chips, numpy's small steps, and all of dlib's own
 descriptor with ``SMARTY_EMBEDDER=dlib``), so threads spread a many-image request over the cores poorly;
 processes can. ``AnalyzePool`` is a ``ProcessPoolExecutor`` whose workers each hold their own
-:class:`DlibEngine` (~130 MB of memory per worker with the default embedder, models included). It starts lazily, on the first request that
-needs it, so it never delays readiness. Each worker computes its matrix products on one BLAS thread
-(:func:`emulator.face.embedder.limit_blas_threads`), so that ``workers`` processes use ``workers`` cores.
+:class:`DlibEngine` (~130 MB of memory per worker with the default embedder, models included). It starts lazily,
+on the first request that needs it, so it never delays readiness. Each worker computes on one thread (BLAS and
+ONNX Runtime alike, :func:`emulator.face.embedder.limit_blas_threads`), so ``workers`` processes use ``workers``
+cores.
 
 Workers come from a ``forkserver`` that preloads :mod:`emulator.face.pool_preload`, which loads and warms the models
 once: each worker is a fork of that process, ready at once. The server's own process (threads, sockets, SQLite) is
