@@ -34,7 +34,7 @@ ENGINE_MAX_SIDE = 8192
 
 def default_engine(settings: Settings) -> DlibEngine:
     side = max(ENGINE_MAX_SIDE, settings.max_image_width, settings.max_image_height)
-    return DlibEngine(max_width=side, max_height=side)
+    return DlibEngine(max_width=side, max_height=side, embedder=settings.embedder)
 
 
 def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: Store | None = None) -> FastAPI:

@@ -61,7 +61,9 @@ def _import(store: Store, args: argparse.Namespace, settings: Settings) -> int:
 def _seed(store: Store, args: argparse.Namespace, settings: Settings) -> int:
     from emulator.face.engine import DlibEngine  # loads dlib: only for this command
 
-    engine = DlibEngine(max_width=settings.max_image_width, max_height=settings.max_image_height)
+    engine = DlibEngine(
+        max_width=settings.max_image_width, max_height=settings.max_image_height, embedder=settings.embedder
+    )
     outcome = seed(store, engine, Path(args.source), max_faces_per_space=settings.max_faces_per_space)
     print(f"seeded from {args.source}: {outcome.summary()}", file=sys.stderr)
     return 0

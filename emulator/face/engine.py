@@ -20,14 +20,20 @@ passes from coarse to fine (:meth:`DlibEngine.detection_plan`), and stops early 
   to 1600 px, ~190 px on a 3840 px photo.
 
 Boxes are mapped back to the original pixels; landmarks and descriptors are always computed on the
-full-resolution image (the descriptor of a given box is exactly face_recognition's). On every photo in
+full-resolution image (the descriptor of a given box is face_recognition's, to float32 rounding). On every photo in
 ``fixtures/`` this finds the same faces as the default pipeline (``bench/compare_detection.py``); boxes found on a
 downscaled copy differ by a few pixels, so embeddings differ slightly (cosine >= 0.99 on the fixtures).
 
+Descriptors: the chips of all the faces of an image go through the descriptor network in one batch, computed by
+the embedder named by ``embedder`` (``SMARTY_EMBEDDER``, see :mod:`emulator.face.embedder`): ``onnx`` (the default)
+or ``numpy`` (dlib's network and weights on ONNX Runtime or numpy's BLAS) or ``dlib`` (dlib's own
+``compute_face_descriptor``, the reference); all agree to float32 rounding.
+
 Thread safety: an HOG detector keeps per-scan state, so each thread borrows its own from a free list (dlib
 releases the GIL while scanning, so detections run in parallel threads). The shape predictor is read-only and
-shared. The descriptor network keeps per-call state and dlib holds the GIL while it runs, so it is guarded by one
-lock: descriptors do not run in parallel threads (use processes, ``emulator.face.pool``). Models load once, lazily.
+shared. The onnx and numpy embedders are stateless and run in parallel threads; dlib's descriptor network keeps
+per-call state and holds the GIL, so it runs under a lock (use processes, ``emulator.face.pool``). Models load
+once, lazily.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import numpy as np
 from PIL import Image
 
 from emulator.face.decode import decode_image
+from emulator.face.embedder import DEFAULT_EMBEDDER, EMBEDDERS, Embedder, make_embedder
 from emulator.face.models import model_paths
 from emulator.ops.timing import timed
 
@@ -51,7 +58,6 @@ if TYPE_CHECKING:
 
 CHIP_SIZE = 150  # dlib's ResNet input size; the chip is cut exactly as face_recognition/dlib do
 CHIP_PADDING = 0.25
-NUM_JITTERS = 1  # face_recognition's default
 HOG_WINDOW = 80  # dlib's frontal face detector finds faces from ~80 px of the scanned image
 # A coarse pass ends detection when the smallest face it found is at least this many times the smallest face it
 # can find: faces near a scan's limit are found unreliably, so others of about their size may have been missed.
@@ -90,7 +96,6 @@ class FaceEngine(Protocol):
 @dataclass
 class _Models:
     predictor: Any  # dlib.shape_predictor (read-only, shared by threads)
-    encoder: Any  # dlib.face_recognition_model_v1 (stateful: used under the encoder lock)
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,8 @@ class DlibEngine:
             found there ends detection.
         detect_max_side: if the coarse scan finds nothing, a copy whose longer side is at most this is scanned
             with upsample 0 (faces below ~80 px in that copy are missed). Larger is slower, finds smaller faces.
+        embedder: ``numpy`` (the default), ``onnx`` or ``dlib`` (see :mod:`emulator.face.embedder`); the app passes
+            ``SMARTY_EMBEDDER``.
     """
 
     def __init__(
@@ -133,6 +140,7 @@ class DlibEngine:
         upsample_max_pixels: int = 640 * 640,
         coarse_side: int = 640,
         detect_max_side: int = 1600,
+        embedder: str = DEFAULT_EMBEDDER,
     ) -> None:
         self.max_width = max_width
         self.max_height = max_height
@@ -140,13 +148,16 @@ class DlibEngine:
         self.upsample_max_pixels = upsample_max_pixels
         self.coarse_side = coarse_side
         self.detect_max_side = detect_max_side
+        self.embedder = embedder
+        if self.embedder not in EMBEDDERS:
+            raise ValueError(f"unknown embedder {self.embedder!r}; expected one of {', '.join(EMBEDDERS)}")
         self._models: _Models | None = None
         self._load_lock = threading.Lock()
-        self._encoder_lock = threading.Lock()
+        self._embedders: dict[str, Embedder] = {}  # by name: a pool worker may switch (see emulator.face.pool)
         self._free_detectors: list[Any] = []  # dlib.fhog_object_detector, one per concurrent scan
         self._detectors_lock = threading.Lock()
 
-    def options(self) -> dict[str, int]:
+    def options(self) -> dict[str, int | str]:
         """The constructor arguments: ``DlibEngine(**engine.options())`` analyses exactly like this engine."""
         return {
             "max_width": self.max_width,
@@ -155,13 +166,15 @@ class DlibEngine:
             "upsample_max_pixels": self.upsample_max_pixels,
             "coarse_side": self.coarse_side,
             "detect_max_side": self.detect_max_side,
+            "embedder": self.embedder,
         }
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load the dlib models (once; thread-safe). Raises ``ModelsNotFound`` if the model files are missing."""
+        """Load the models (once; thread-safe). Raises ``ModelsNotFound`` if the model files are missing."""
         self._get_models()
+        self._get_embedder()
 
     def warm_up(self) -> None:
         """Load the models and run detection, landmarks and one descriptor on a synthetic image."""
@@ -173,8 +186,19 @@ class DlibEngine:
             detector.run(rgb, 1, 0.0)
         shape = models.predictor(rgb, dlib.rectangle(50, 50, 149, 149))
         chip = dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
-        with self._encoder_lock:
-            models.encoder.compute_face_descriptor(chip, NUM_JITTERS)
+        self._get_embedder().descriptors([np.asarray(chip)])
+
+    def _get_embedder(self) -> Embedder:
+        name = self.embedder
+        embedder = self._embedders.get(name)
+        if embedder is None:
+            with self._load_lock:
+                embedder = self._embedders.get(name)
+                if embedder is None:
+                    embedder = make_embedder(name)
+                    embedder.load()
+                    self._embedders[name] = embedder
+        return embedder
 
     def _get_models(self) -> _Models:
         models = self._models
@@ -185,10 +209,7 @@ class DlibEngine:
                 import dlib
 
                 paths = model_paths()
-                self._models = _Models(
-                    predictor=dlib.shape_predictor(str(paths.shape_predictor)),
-                    encoder=dlib.face_recognition_model_v1(str(paths.face_recognition)),
-                )
+                self._models = _Models(predictor=dlib.shape_predictor(str(paths.shape_predictor)))
                 with self._detectors_lock:
                     self._free_detectors.append(dlib.get_frontal_face_detector())
             return self._models
@@ -225,8 +246,8 @@ class DlibEngine:
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
         with timed("detect"):
             detections, _ = self.detect(rgb)
-        with timed("embed"):  # landmarks, chip, descriptor, quality
-            faces = [self._describe(models, rgb, rect, score) for rect, score in detections]
+        with timed("embed"):  # landmarks, chips, descriptors (one batch), quality
+            faces = self._describe(models, rgb, detections)
         faces.sort(key=lambda face: (face.box[0], face.box[1]))
         return faces
 
@@ -254,32 +275,49 @@ class DlibEngine:
                     return found, scan
         raise AssertionError("a detection plan has at least one pass")
 
-    def _describe(self, models: _Models, rgb: np.ndarray, rect: dlib.rectangle, score: float) -> Face:
+    def face_chips(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """The aligned 150x150 RGB chips of the faces :meth:`detect` finds in ``rgb``: what the embedder sees."""
+        models = self._get_models()
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        detections, _ = self.detect(rgb)
+        return self._chips(models, rgb, detections)[1]
+
+    def _chips(
+        self, models: _Models, rgb: np.ndarray, detections: list[tuple[dlib.rectangle, float]]
+    ) -> tuple[list[Any], list[np.ndarray]]:
+        """The landmarks (dlib.full_object_detection) and the chip of every detection."""
         import dlib
 
+        shapes = [models.predictor(rgb, rect) for rect, _ in detections]
+        # The chip compute_face_descriptor(rgb, shape, num_jitters) cuts internally, cut here to be batched.
+        chips = [np.asarray(dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)) for shape in shapes]
+        return shapes, chips
+
+    def _describe(self, models: _Models, rgb: np.ndarray, detections: list[tuple[dlib.rectangle, float]]) -> list[Face]:
+        """Landmarks and chip of every detection, then all the descriptors in one batch."""
         height, width = rgb.shape[:2]
-        shape = models.predictor(rgb, rect)
-        # Same as compute_face_descriptor(rgb, shape, num_jitters): dlib cuts this very chip internally.
-        chip = dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
-        with self._encoder_lock:
-            raw = models.encoder.compute_face_descriptor(chip, NUM_JITTERS)
-        descriptor = np.asarray(raw, dtype=np.float64)
-        norm = float(np.linalg.norm(descriptor))
-        embedding = (descriptor / norm if norm > 0 else descriptor).astype(np.float32)
-        box = (
-            max(rect.left(), 0),
-            max(rect.top(), 0),
-            min(rect.right(), width),
-            min(rect.bottom(), height),
-        )
-        landmarks = tuple((int(p.x), int(p.y)) for p in shape.parts())
-        return Face(
-            box=box,
-            confidence=score_to_confidence(score),
-            embedding=embedding,
-            awesomeness=face_quality(np.asarray(chip), box_side=min(box[2] - box[0], box[3] - box[1])),
-            landmarks=landmarks,
-        )
+        shapes, chips = self._chips(models, rgb, detections)
+        descriptors = self._get_embedder().descriptors(chips).astype(np.float64)
+        faces = []
+        for (rect, score), shape, chip, descriptor in zip(detections, shapes, chips, descriptors, strict=True):
+            norm = float(np.linalg.norm(descriptor))
+            embedding = (descriptor / norm if norm > 0 else descriptor).astype(np.float32)
+            box = (
+                max(rect.left(), 0),
+                max(rect.top(), 0),
+                min(rect.right(), width),
+                min(rect.bottom(), height),
+            )
+            faces.append(
+                Face(
+                    box=box,
+                    confidence=score_to_confidence(score),
+                    embedding=embedding,
+                    awesomeness=face_quality(chip, box_side=min(box[2] - box[0], box[3] - box[1])),
+                    landmarks=tuple((int(p.x), int(p.y)) for p in shape.parts()),
+                )
+            )
+        return faces
 
 
 def _scan(detector: Any, rgb: np.ndarray, scan: DetectionPass) -> list[tuple[dlib.rectangle, float]]:

@@ -1,9 +1,12 @@
 """Analyse the images of one request in parallel worker processes.
 
-dlib holds the GIL while it computes a face descriptor (the step that dominates once detection is tuned), so
-threads cannot spread a many-image request over the cores; processes can. ``AnalyzePool`` is a
-``ProcessPoolExecutor`` whose workers each hold their own :class:`DlibEngine` (~100 MB of memory per worker, models
-included). It starts lazily, on the first request that needs it, so it never delays readiness.
+Much of an image's analysis holds the GIL (dlib's landmarks and chips, numpy's small steps, and all of dlib's own
+descriptor with ``SMARTY_EMBEDDER=dlib``), so threads spread a many-image request over the cores poorly;
+processes can. ``AnalyzePool`` is a ``ProcessPoolExecutor`` whose workers each hold their own
+:class:`DlibEngine` (~130 MB of memory per worker with the default embedder, models included). It starts lazily,
+on the first request that needs it, so it never delays readiness. Each worker computes on one thread (BLAS and
+ONNX Runtime alike, :func:`emulator.face.embedder.limit_blas_threads`), so ``workers`` processes use ``workers``
+cores.
 
 Workers come from a ``forkserver`` that preloads :mod:`emulator.face.pool_preload`, which loads and warms the models
 once: each worker is a fork of that process, ready at once. The server's own process (threads, sockets, SQLite) is
@@ -21,6 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from emulator.face.decode import ImageError
+from emulator.face.embedder import limit_blas_threads
 from emulator.face.engine import DlibEngine, Face
 from emulator.ops.timing import measured, merge
 
@@ -32,13 +36,14 @@ _worker_engine: DlibEngine | None = None
 
 def _init_worker(options: Mapping[str, Any]) -> None:
     global _worker_engine
+    limit_blas_threads()  # one per worker process: the pool has a process per core
     try:
         from emulator.face.pool_preload import ENGINE  # already imported (and warm) in a forkserver child
     except Exception:  # noqa: BLE001 - no preloaded engine: build one here
         _worker_engine = DlibEngine(**options)
         _worker_engine.warm_up()
         return
-    for name, value in options.items():  # the same models; only limits and detection options may differ
+    for name, value in options.items():  # the same models; limits, detection options or the embedder may differ
         setattr(ENGINE, name, value)
     _worker_engine = ENGINE
 
