@@ -15,6 +15,7 @@ from typing import NoReturn
 import pytest
 
 from tests.container.launch import (
+    FIGURES,
     Container,
     EngineUnavailable,
     Podman,
@@ -26,6 +27,14 @@ from tests.container.launch import (
 )
 
 ARM64_BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The container figures of this run, for the record (nothing is asserted here)."""
+    if FIGURES:
+        terminalreporter.write_sep("-", "container figures")
+        for name, text in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {text}")
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -78,7 +87,7 @@ def volume(podman: Podman) -> Iterator[str]:
 def served(podman: Podman, image: str) -> Iterator[Container]:
     """One container of the image for a test module, ready (``ready_seconds`` says after how long)."""
     with named_volume(podman) as name, Container(podman, image, volume=name) as container:
-        container.wait_ready()
+        FIGURES[f"ready after podman run ({native_arch()})"] = f"{container.wait_ready():.1f} s"
         yield container
 
 

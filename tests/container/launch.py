@@ -66,6 +66,10 @@ PIP_NETWORK_OPTIONS = (
 PIP_CA_TARGET = "/etc/ssl/certs/pip-ca.pem"  # where the Dockerfile mounts the pip-ca secret
 
 
+# What the closing summary of a test run reports (image size over its base, time to ready...): name -> text.
+FIGURES: dict[str, str] = {}
+
+
 class EngineUnavailable(Exception):
     """A container cannot run on this machine; the message says why."""
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.container.launch import READY_SECONDS, Container, Podman, recognized, set_person
+from tests.container.launch import FIGURES, READY_SECONDS, Container, Podman, base_image_name, recognized, set_person
 from tests.emulator_server import fixture
 
 pytestmark = [pytest.mark.container, pytest.mark.arm64, pytest.mark.slow]
@@ -29,9 +29,14 @@ def test_the_arm64_image_is_ready_and_recognizes_like_the_native_one(
 ) -> None:
     config = podman.inspect(arm64_image)
     assert config["Architecture"] == "arm64"
+    over = podman.image_size(arm64_image) - podman.image_size(base_image_name("arm64"))
+    FIGURES["arm64 image size over its base"] = f"{over / 2**20:.1f} MiB"
+    assert over <= 160 * 2**20
     assert config["Healthcheck"]["Test"] == ["CMD", "python", "-m", "emulator.healthcheck"]
     with Container(podman, arm64_image, options=["--arch", "arm64"]) as arm64:
-        assert arm64.wait_ready() <= READY_SECONDS
+        ready = arm64.wait_ready()
+        FIGURES["ready after podman run (arm64 under QEMU)"] = f"{ready:.1f} s"
+        assert ready <= READY_SECONDS
         assert arm64.exec("uname", "-m").stdout.strip() == "aarch64"
         emulated = answers(arm64)
     with Container(podman, image) as native:

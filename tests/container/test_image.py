@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.container.launch import Podman
+from tests.container.launch import FIGURES, Podman
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -29,6 +29,7 @@ def test_the_docker_format_keeps_the_health_check_and_the_user(podman: Podman, i
 def test_the_image_adds_at_most_160_mib_to_its_base(podman: Podman, image: str, base_image: str) -> None:
     """The figure the README gives: ``podman image inspect --format '{{.Size}}'`` of the image minus its base."""
     over = podman.image_size(image) - podman.image_size(base_image)
+    FIGURES["image size over its base"] = f"{over / MiB:.1f} MiB"
     assert 0 < over <= BUDGET_OVER_BASE, f"{over / MiB:.1f} MiB over the base"
 
 
