@@ -263,33 +263,22 @@ def pip_secrets(workdir: Path) -> list[str]:
 
 
 def build_image(podman: Podman, base: str, arch: str, workdir: Path) -> str:
-    """``docker/Dockerfile`` on ``base``, in the docker format (the OCI format drops HEALTHCHECK). Layers are cached
-    by the engine, so an unchanged tree builds in seconds. The tag's previous image, if replaced, is removed."""
+    """``docker/Dockerfile`` on ``base``, in the docker format (the OCI format drops HEALTHCHECK); the image's id.
+
+    Layers are cached by the engine, so an unchanged tree builds in seconds. The image is tagged for the next run's
+    cache; the tests use its id, which another session's build cannot move. The tag's previous image, if this
+    build replaced it, is removed (podman keeps one that a container still uses).
+    """
     tag = f"{IMAGE_REPOSITORY}:test-{arch}"
     previous = podman.run("image", "inspect", "--format", "{{.Id}}", tag, check=False).stdout.strip()
     iidfile = workdir / f"image-{arch}.id"
-    podman.run(
-        "build",
-        "--format",
-        "docker",
-        "--pull=never",
-        "--arch",
-        arch,
-        "--build-arg",
-        f"PYTHON_IMAGE={base}",
-        *pip_secrets(workdir),
-        "--iidfile",
-        str(iidfile),
-        "-f",
-        str(DOCKERFILE),
-        "-t",
-        tag,
-        str(ROOT),
-        timeout=1200,
-    )
-    if previous and previous != iidfile.read_text().strip().removeprefix("sha256:"):
+    build = ["build", "--format", "docker", "--pull=never", "--arch", arch, "--build-arg", f"PYTHON_IMAGE={base}"]
+    build += [*pip_secrets(workdir), "--iidfile", str(iidfile), "-f", str(DOCKERFILE), "-t", tag, str(ROOT)]
+    podman.run(*build, timeout=1200)
+    built = iidfile.read_text().strip().removeprefix("sha256:")
+    if previous and previous != built:
         podman.run("rmi", previous, check=False)
-    return tag
+    return built
 
 
 # --- containers ---------------------------------------------------------------------------------------------------
