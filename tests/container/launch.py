@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -50,6 +51,7 @@ BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificate
 BASE_CLEANUP = ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*")
 BASE_REPOSITORY = "localhost/smarty-emulator-base"
 IMAGE_REPOSITORY = "localhost/smarty-emulator"
+BUILD_LABEL = "org.smarty-emulator.test-build"  # on the images the tests build: which checkout and architecture
 
 READY_SECONDS = 60.0  # the Dockerfile's HEALTHCHECK start period
 # pip options that say how to reach the package index (the rest of a pip configuration is left out of the build).
@@ -266,18 +268,23 @@ def build_image(podman: Podman, base: str, arch: str, workdir: Path) -> str:
     """``docker/Dockerfile`` on ``base``, in the docker format (the OCI format drops HEALTHCHECK); the image's id.
 
     Layers are cached by the engine, so an unchanged tree builds in seconds. The image is tagged for the next run's
-    cache; the tests use its id, which another session's build cannot move. The tag's previous image, if this
-    build replaced it, is removed (podman keeps one that a container still uses).
+    cache; the tests use its id, which another session's build cannot move. Every image of the build, intermediate
+    ones included, carries a label naming this checkout and architecture, so that what earlier builds left (a
+    replaced image, a builder stage no longer used as cache) is removed afterwards.
     """
-    tag = f"{IMAGE_REPOSITORY}:test-{arch}"
-    previous = podman.run("image", "inspect", "--format", "{{.Id}}", tag, check=False).stdout.strip()
+    checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
+    label = f"{BUILD_LABEL}={arch}-{checkout}"
+    tag = f"{IMAGE_REPOSITORY}:test-{arch}-{checkout}"
     iidfile = workdir / f"image-{arch}.id"
     build = ["build", "--format", "docker", "--pull=never", "--arch", arch, "--build-arg", f"PYTHON_IMAGE={base}"]
-    build += [*pip_secrets(workdir), "--iidfile", str(iidfile), "-f", str(DOCKERFILE), "-t", tag, str(ROOT)]
-    podman.run(*build, timeout=1200)
+    build += [*pip_secrets(workdir), "--label", label, "--iidfile", str(iidfile), "-f", str(DOCKERFILE), "-t", tag]
+    output = podman.run(*build, str(ROOT), timeout=1200).stdout
     built = iidfile.read_text().strip().removeprefix("sha256:")
-    if previous and previous != built:
-        podman.run("rmi", previous, check=False)
+    in_use = set(re.findall(r"^--> (?:Using cache )?([0-9a-f]{11,64})$", output, re.MULTILINE))
+    listed = json.loads(podman.output("images", "--all", "--filter", f"label={label}", "--format", "json") or "[]")
+    for stale in listed:
+        if stale.get("Dangling") and not any(stale["Id"].startswith(short) for short in in_use):
+            podman.run("rmi", stale["Id"], check=False)  # refused while a container uses it
     return built
 
 
