@@ -126,10 +126,15 @@ class Podman:
         return dict(found)
 
 
+def find_tool(name: str) -> str | None:
+    """A command on PATH or in the system directories (root's tools live in /usr/sbin, not always on PATH)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+
+
 def setup_podman(workdir: Path) -> Podman:
     """Write the engine configuration and check that podman answers with it."""
     for tool in ("podman", "runc"):
-        if shutil.which(tool) is None:
+        if find_tool(tool) is None:
             raise EngineUnavailable(
                 f"{tool} is not installed (`make test` installs podman and runc as root with apt-get)"
             )
@@ -161,15 +166,13 @@ def debian_mirror(sources: Sequence[Path] = ()) -> str | None:
             continue
         if path.suffix == ".sources":  # deb822 stanzas
             for stanza in text.split("\n\n"):
-                fields = dict(
-                    line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith("#")
-                )
-                fields = {k.strip(): v.split() for k, v in fields.items()}
+                pairs = [line.split(":", 1) for line in stanza.splitlines() if ":" in line and line[0] != "#"]
+                fields = {key.strip(): value.split() for key, value in pairs}
                 if "deb" in fields.get("Types", []) and SUITE in fields.get("Suites", []) and fields.get("URIs"):
                     return fields["URIs"][0]
         else:
             for line in text.splitlines():
-                words = [w for w in line.split() if not w.startswith("[")]
+                words = re.sub(r"\[[^\]]*\]", " ", line).split()  # without its [options]
                 if len(words) >= 3 and words[0] == "deb" and words[2] == SUITE:
                     return words[1]
     return None
@@ -184,11 +187,12 @@ def ensure_base_image(podman: Podman, arch: str, workdir: Path) -> str:
             return name
         if os.geteuid() != 0:
             raise EngineUnavailable(f"the base image {name} is not built yet and debootstrap needs root")
-        if shutil.which("debootstrap") is None:
+        debootstrap = find_tool("debootstrap")
+        if debootstrap is None:
             raise EngineUnavailable("debootstrap is not installed (`make test` installs it as root with apt-get)")
         root = workdir / f"rootfs-{arch}"
         command = [
-            "debootstrap",
+            debootstrap,
             f"--arch={arch}",
             "--variant=minbase",
             f"--include={','.join(BASE_PACKAGES)}",
