@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 
-.PHONY: run test lint chromium bench
+.PHONY: run test test-arm64 lint chromium container-tools arm64-tools bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,16 @@ run: $(BIN)/python
 	$(BIN)/python -m pip install --quiet .
 	$(BIN)/smarty-emulator serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-test: $(BIN)/python chromium
+# In CI (CI=true) the arm64 image test runs too, so its emulation is set up there.
+test: $(BIN)/python chromium container-tools $(if $(filter true,$(CI)),arm64-tools)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The linux/arm64 image under QEMU (tests marked arm64): about 8 min the first time on a machine, 2-3 after.
+test-arm64: $(BIN)/python container-tools arm64-tools
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	SMARTY_TEST_ARM64=1 $(BIN)/python -m pytest -m arm64
 
 # Benchmarks (about 3 minutes): writes bench/RESULTS.md.
 bench: $(BIN)/python
@@ -39,4 +45,34 @@ chromium:
 			|| echo "chromium could not be installed: the browser tests will skip (and fail in CI)"; \
 	else \
 		echo "skipping the chromium install (needs root and apt-get): the browser tests will skip (and fail in CI)"; \
+	fi
+
+# $(call apt-install,PACKAGES,WHO): Debian's PACKAGES, if this is root with apt-get; otherwise WHO skip (fail in CI).
+define apt-install
+if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	echo "installing Debian's $(1) for $(2)"; \
+	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null) \
+		|| echo "$(1) could not be installed: $(2) will skip (and fail in CI)"; \
+else \
+	echo "skipping the install of $(1) (needs root and apt-get): $(2) will skip (and fail in CI)"; \
+fi
+endef
+
+# Podman (with runc: crun fails on hosts whose cgroups are in hybrid mode) and debootstrap, which makes the base
+# image the container tests build on (no container registry is needed), installed where missing.
+container-tools:
+	@missing=""; for tool in podman runc debootstrap; do \
+		command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$${missing:+$$missing }$$tool"; done; \
+	if [ -n "$$missing" ]; then $(call apt-install,$$missing,the container tests); fi
+
+# QEMU user emulation for the linux/arm64 image: Debian's qemu-user-static and binfmt-support, the binfmt_misc
+# file system mounted where it is not, and the aarch64 handler registered.
+arm64-tools:
+	@if [ ! -x /usr/bin/qemu-aarch64-static ] || [ ! -x /usr/sbin/update-binfmts ]; then \
+		$(call apt-install,qemu-user-static binfmt-support,the arm64 tests); fi
+	@if [ "$$(id -u)" = 0 ] && [ -x /usr/sbin/update-binfmts ]; then \
+		[ -e /proc/sys/fs/binfmt_misc/register ] \
+			|| mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
+			|| echo "binfmt_misc could not be mounted: the arm64 tests will skip (and fail in CI)"; \
+		[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || /usr/sbin/update-binfmts --enable qemu-aarch64 || true; \
 	fi

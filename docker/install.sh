@@ -21,6 +21,9 @@ models="$("$venv/bin/python" -c 'from emulator.face.models import models_dir; pr
 rm -f "$models/shape_predictor_68_face_landmarks.dat" "$models/mmod_human_face_detector.dat"
 "$venv/bin/python" -c 'from emulator.face.models import model_paths; model_paths()'
 
+# Test suites that packages ship (numpy's, ~17 MB) are never run in the image: they leave it too.
+find "$venv" -path '*/site-packages/*' \( -type d -name tests -o -type f -name conftest.py \) -prune -exec rm -rf {} +
+
 # Nothing installs at run time: pip and setuptools leave the environment (pip compiled the byte-code already,
 # so workers and the health check start without compiling).
 "$venv/bin/python" -m pip uninstall --quiet --yes pip setuptools 2>/dev/null || true

@@ -1,5 +1,6 @@
 """The image without a Docker engine: the Dockerfile and compose file read as text, and the image's own install
-steps (docker/install.sh, which the Dockerfile runs) giving a working ``smarty-emulator serve`` in a fresh venv."""
+steps (docker/install.sh, which the Dockerfile runs) giving a working ``smarty-emulator serve`` in a fresh venv,
+from the source tree and from the wheel that ``python -m build`` makes. (tests/container builds and runs the image.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +68,14 @@ def test_two_stages_on_python_312_slim() -> None:
 def test_the_builder_runs_the_tested_install_script() -> None:
     builder, _ = stages()
     assert "docker/install.sh /usr/local/bin/install-emulator" in args(builder, "COPY")
-    assert args(builder, "RUN") == ["PYTHON=python sh /usr/local/bin/install-emulator /opt/venv /src"]
+    [run] = args(builder, "RUN")
+    assert run.endswith(" PYTHON=python sh /usr/local/bin/install-emulator /opt/venv /src")
+    # pip's settings for a proxy or a private index come as build secrets, mounted for this step only
+    mounts = re.findall(r"--mount=(\S+)", run)
+    assert mounts == [
+        "type=secret,id=pip.conf,target=/etc/pip.conf",
+        "type=secret,id=pip-ca,target=/etc/ssl/certs/pip-ca.pem",
+    ]
 
 
 def test_the_final_stage_runs_as_non_root_with_data_port_and_health_check() -> None:
@@ -122,20 +132,70 @@ def test_compose_file() -> None:
     assert any(s.get("depends_on", {}).get("emulator") == {"condition": "service_healthy"} for s in others)
 
 
-# --- the install steps in a fresh venv --------------------------------------------------------------------------
+# --- the package: sdist and wheel; the install steps in a fresh venv ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``python -m build`` of this tree: the sdist, and the wheel built from it."""
+    out = tmp_path_factory.mktemp("dist")
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], capture_output=True, text=True, timeout=600
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    [sdist], [wheel] = list(out.glob("*.tar.gz")), list(out.glob("*.whl"))
+    return {"sdist": sdist, "wheel": wheel}
 
 
 @pytest.mark.slow
-def test_the_image_install_steps_give_a_working_server(tmp_path: Path) -> None:
-    """docker/install.sh into a fresh venv (what the builder stage runs), then `smarty-emulator serve` from it.
+def test_build_makes_an_sdist_and_a_wheel_that_twine_accepts(dist: dict[str, Path]) -> None:
+    checked = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, dist.values())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.count("PASSED") == 2
+    with zipfile.ZipFile(dist["wheel"]) as wheel:
+        names = wheel.namelist()
+        [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        assert "License-Expression: MIT" in wheel.read(metadata).decode()
+        [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        assert "smarty-emulator = emulator.cli:main" in wheel.read(entry_points).decode()
+    assert {"emulator/control/static/index.html", "emulator/control/static/app.js", "emulator/face/models.py"} <= set(names)
+    assert not [n for n in names if not n.startswith(("emulator/", "smarty_emulator-"))]  # no tests, no bench
+    with tarfile.open(dist["sdist"]) as sdist:
+        top = {name.split("/")[1] for name in sdist.getnames() if "/" in name.rstrip("/")}
+    assert top <= {
+        "emulator",
+        "README.md",
+        "pyproject.toml",
+        "PKG-INFO",
+        "setup.cfg",
+        "MANIFEST.in",
+        "smarty_emulator.egg-info",
+    }, top
 
-    Needs the package registry (or pip's cache); ~20-45 s, most of it pip. The interpreter is this one, not 3.12.
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["tree", "wheel"])
+def test_the_image_install_steps_give_a_working_server(
+    source: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """docker/install.sh into a fresh venv (what the builder stage runs), then `smarty-emulator serve` from it;
+    from the source tree as the Dockerfile copies it, and from the wheel of ``python -m build``.
+
+    Needs the package registry (or pip's cache); ~20-45 s each, most of it pip. The interpreter is this one, not 3.12.
     """
-    src = tmp_path / "src"  # what the Dockerfile COPYs
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "emulator", src / "emulator", ignore=shutil.ignore_patterns("__pycache__"))
+    if source == "tree":
+        src = tmp_path / "src"  # what the Dockerfile COPYs
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(ROOT / name, src / name)
+        shutil.copytree(ROOT / "emulator", src / "emulator", ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        src = request.getfixturevalue("dist")["wheel"]
     venv = tmp_path / "venv"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTY_", "PROMETHEUS_", "VIRTUAL_ENV"))}
     installed = subprocess.run(
@@ -147,11 +207,15 @@ def test_the_image_install_steps_give_a_working_server(tmp_path: Path) -> None:
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
     assert not (venv / "bin" / "pip").exists()
-    [models] = list(venv.glob("lib/python*/site-packages/face_recognition_models/models"))
+    [site_packages] = list(venv.glob("lib/python*/site-packages"))
+    [models] = list(site_packages.glob("face_recognition_models/models"))
     assert sorted(p.name for p in models.iterdir()) == [
         "dlib_face_recognition_resnet_model_v1.dat",
         "shape_predictor_5_face_landmarks.dat",
     ]
+    assert not list(site_packages.glob("**/tests")) and not list(site_packages.glob("**/conftest.py"))
+    [record] = list(site_packages.glob("smarty_emulator-*.dist-info/RECORD"))  # a real install, not an editable one
+    assert "emulator/cli.py" in record.read_text()
 
     port = free_port()
     server_env = {**env, "SMARTY_PORT": str(port), "SMARTY_DATA_DIR": str(tmp_path / "data")}
