@@ -68,14 +68,19 @@ def test_two_stages_on_python_312_slim() -> None:
 def test_the_builder_runs_the_tested_install_script() -> None:
     builder, _ = stages()
     assert "docker/install.sh /usr/local/bin/install-emulator" in args(builder, "COPY")
-    [run] = args(builder, "RUN")
-    assert run.endswith(" PYTHON=python sh /usr/local/bin/install-emulator /opt/venv /src")
-    # pip's settings for a proxy or a private index come as build secrets, mounted for this step only
-    mounts = re.findall(r"--mount=(\S+)", run)
-    assert mounts == [
-        "type=secret,id=pip.conf,target=/etc/pip.conf",
-        "type=secret,id=pip-ca,target=/etc/ssl/certs/pip-ca.pem",
-    ]
+    deps, package = args(builder, "RUN")
+    assert deps.endswith(" PYTHON=python sh /usr/local/bin/install-emulator --deps /opt/venv /src")
+    assert package.endswith(" PYTHON=python sh /usr/local/bin/install-emulator --package /opt/venv /src")
+    # The dependencies' step sees pyproject.toml only, so its layer is reused while only the code changes.
+    copies = [rest for word, rest in builder if word in ("COPY", "RUN")]
+    assert copies.index("pyproject.toml ./") < copies.index(deps) < copies.index("emulator ./emulator")
+    assert copies.index("README.md ./") > copies.index(deps)
+    # pip's settings for a proxy or a private index come as build secrets, mounted for the install steps only
+    for run in (deps, package):
+        assert re.findall(r"--mount=(\S+)", run) == [
+            "type=secret,id=pip.conf,target=/etc/pip.conf",
+            "type=secret,id=pip-ca,target=/etc/ssl/certs/pip-ca.pem",
+        ]
 
 
 def test_the_final_stage_runs_as_non_root_with_data_port_and_health_check() -> None:
@@ -163,7 +168,8 @@ def test_build_makes_an_sdist_and_a_wheel_that_twine_accepts(dist: dict[str, Pat
         assert "License-Expression: MIT" in wheel.read(metadata).decode()
         [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         assert "smarty-emulator = emulator.cli:main" in wheel.read(entry_points).decode()
-    assert {"emulator/control/static/index.html", "emulator/control/static/app.js", "emulator/face/models.py"} <= set(names)
+    expected = {"emulator/control/static/index.html", "emulator/control/static/app.js", "emulator/face/models.py"}
+    assert expected <= set(names)
     assert not [n for n in names if not n.startswith(("emulator/", "smarty_emulator-"))]  # no tests, no bench
     with tarfile.open(dist["sdist"]) as sdist:
         top = {name.split("/")[1] for name in sdist.getnames() if "/" in name.rstrip("/")}
@@ -198,14 +204,17 @@ def test_the_image_install_steps_give_a_working_server(
         src = request.getfixturevalue("dist")["wheel"]
     venv = tmp_path / "venv"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTY_", "PROMETHEUS_", "VIRTUAL_ENV"))}
-    installed = subprocess.run(
-        ["sh", str(INSTALL), str(venv), str(src)],
-        env={**env, "PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert installed.returncode == 0, installed.stderr[-3000:]
+    # From the tree, the builder stage's two steps; a wheel in one.
+    steps = [["--deps"], ["--package"]] if source == "tree" else [[]]
+    for step in steps:
+        installed = subprocess.run(
+            ["sh", str(INSTALL), *step, str(venv), str(src)],
+            env={**env, "PYTHON": sys.executable},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert installed.returncode == 0, installed.stderr[-3000:]
     assert not (venv / "bin" / "pip").exists()
     [site_packages] = list(venv.glob("lib/python*/site-packages"))
     [models] = list(site_packages.glob("face_recognition_models/models"))
