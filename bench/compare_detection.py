@@ -1,11 +1,14 @@
 """Compare DlibEngine's detection with face_recognition's default pipeline on every fixture photo.
 
+The photos: every file of ``fixtures/MANIFEST.csv`` and every generated one in ``fixtures/derived/``.
+
 Baseline = what ``face_recognition.face_locations(img)`` + ``face_encodings(img)`` do: dlib HOG with upsample 1 on
 the full image, then the 5-point landmarks and the ResNet descriptor (num_jitters=1) of each box.
 
 For each fixture: image size, expected count (MANIFEST's faces_hog_upsample1), baseline count and time,
-our count and time, the detection plan (scale, upsample), the worst box IoU between matched faces and the lowest
-cosine similarity between matched embeddings.
+our count and time, the detection step that answered (copy scale, upsample, and the first pyramid level when only
+the coarse levels were needed), the worst box IoU between matched faces and the lowest cosine similarity between
+matched embeddings.
 
 Run: ``python bench/compare_detection.py`` (from the repository root, with the venv's python).
 """
@@ -89,8 +92,9 @@ class Comparison:
     height: int
     baseline_faces: int
     our_faces: int
-    scale: float  # the detection pass that answered: copy scale and upsample
+    scale: float  # the detection step that answered: copy scale, upsample, first pyramid level
     upsample: int
+    first_level: int
     min_iou: float  # worst box overlap of matched faces (nan without faces)
     cosines: list[float]  # between matched embeddings
     baseline_s: float
@@ -103,6 +107,18 @@ class Comparison:
     @property
     def min_cos(self) -> float:
         return min(self.cosines, default=float("nan"))
+
+    @property
+    def step(self) -> str:
+        """The step that answered: ``scale/u<upsample>``, then ``+L<level>`` if it scanned only from that level."""
+        return f"{self.scale:.2f}/u{self.upsample}" + (f"+L{self.first_level}" if self.first_level else "")
+
+
+def fixture_photos() -> list[tuple[str, str]]:
+    """(path under fixtures/, expected face count or "-") of every fixture photo: MANIFEST's, then derived/'s."""
+    rows = [(row["file"], row["faces_hog_upsample1"]) for row in csv.DictReader((FIXTURES / "MANIFEST.csv").open())]
+    derived = sorted(p for p in (FIXTURES / "derived").iterdir() if p.suffix.lower() in {".jpg", ".png", ".tiff"})
+    return rows + [(str(p.relative_to(FIXTURES)), "-") for p in derived]
 
 
 def compare(engine: DlibEngine, baseline: Baseline, file: str) -> Comparison:
@@ -124,6 +140,7 @@ def compare(engine: DlibEngine, baseline: Baseline, file: str) -> Comparison:
         our_faces=len(ours),
         scale=used.scale,
         upsample=used.upsample,
+        first_level=used.first_level,
         min_iou=min((p[2] for p in pairs), default=float("nan")),
         cosines=[float(base_emb[i] @ ours[j].embedding) for i, j, _ in pairs],
         baseline_s=base_t,
@@ -135,9 +152,9 @@ def main() -> int:
     engine = DlibEngine(max_width=4000, max_height=4000)  # the fixtures include photos up to 2048x2333
     engine.warm_up()
     baseline = Baseline()
-    rows = list(csv.DictReader((FIXTURES / "MANIFEST.csv").open()))
+    photos = fixture_photos()
     header = (
-        f"{'fixture':48} {'size':>9} {'exp':>3} {'base':>4} {'ms':>6} {'ours':>4} {'ms':>6} {'plan':>9} "
+        f"{'fixture':48} {'size':>9} {'exp':>3} {'base':>4} {'ms':>6} {'ours':>4} {'ms':>6} {'step':>12} "
         f"{'minIoU':>6} {'minCos':>7}"
     )
     print(header)
@@ -145,14 +162,14 @@ def main() -> int:
     mismatches = 0
     t_base: list[float] = []
     t_ours: list[float] = []
-    for row in rows:
-        c = compare(engine, baseline, row["file"])
+    for file, expected in photos:
+        c = compare(engine, baseline, file)
         t_base.append(c.baseline_s)
         t_ours.append(c.ours_s)
         mismatches += not c.same
         flag = "" if c.same else "  <-- DIFFERENT"
         print(
-            f"{c.file:48} {c.width:>4}x{c.height:<4} {row['faces_hog_upsample1']:>3} {c.baseline_faces:>4} "
+            f"{c.file:48} {c.width:>4}x{c.height:<4} {expected:>3} {c.baseline_faces:>4} "
             f"{c.baseline_s * 1000:>6.0f} {c.our_faces:>4} {c.ours_s * 1000:>6.0f} {c.scale:>5.2f}/u{c.upsample} "
             f"{c.min_iou:>6.3f} {c.min_cos:>7.4f}{flag}"
         )
