@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,7 +41,9 @@ import numpy as np
 from PIL import Image
 
 from emulator.face.decode import decode_image
+from emulator.face.hog import LEVEL_DOWN, Box, Candidate, DetectorBank, LevelMapError, box_down, scan_whole
 from emulator.face.models import model_paths
+from emulator.face.parallel_scan import LevelScan, available_cores, scan_pool
 from emulator.timing import timed
 
 if TYPE_CHECKING:
@@ -57,6 +57,9 @@ HOG_WINDOW = 80  # dlib's frontal face detector finds faces from ~80 px of the s
 # can find: faces near a scan's limit are found unreliably, so others of about their size may have been missed.
 COARSE_STOP_FACTOR = 1.25  # large images: the fine pass costs ~4-10x the coarse one
 SMALL_STOP_FACTOR = 2.0  # small images: the upsample 1 pass is cheap enough to be careful
+# Small images: the coarse step is the upsample 1 scan's levels from this one up (level 4 of the doubled image is
+# ~0.96 of the original: faces from ~83 px), i.e. what a separate upsample 0 scan used to find, but reused.
+SMALL_COARSE_LEVEL = 4
 
 # Detector score -> confidence: logistic sigmoid(CONFIDENCE_SLOPE * score). dlib's HOG score is an SVM margin,
 # 0 at the detection threshold and ~0.5..3 for clear faces, so the mapping is monotonic with
@@ -95,19 +98,22 @@ class _Models:
 
 @dataclass(frozen=True)
 class DetectionPass:
-    """One HOG scan: on a copy scaled by ``scale`` (1.0 = the full image), with ``upsample`` doublings.
+    """One step of detection: the HOG scan of a copy scaled by ``scale`` (1.0 = the full image) with ``upsample``
+    doublings, from pyramid level ``first_level`` up (0 = the whole scan; level k is ~(5/6)**k of the scanned image).
 
-    After a pass that is not the last, detection stops if it found faces and the smallest is at least
-    ``stop_factor`` times :meth:`min_face_side`.
+    Steps on the same copy and upsample are one scan, continued: a later step with a lower ``first_level`` scans only
+    the finer levels and merges them with the coarser ones already found. After a step that is not the last,
+    detection stops if it found faces and the smallest is at least ``stop_factor`` times :meth:`min_face_side`.
     """
 
     scale: float
     upsample: int
+    first_level: int = 0
     stop_factor: float = COARSE_STOP_FACTOR
 
     def min_face_side(self) -> float:
-        """The smallest face (original pixels) this pass finds."""
-        return HOG_WINDOW / (self.scale * 2**self.upsample)
+        """The smallest face (original pixels) this step finds."""
+        return HOG_WINDOW / (self.scale * 2**self.upsample * LEVEL_DOWN**self.first_level)
 
 
 class DlibEngine:
@@ -122,6 +128,8 @@ class DlibEngine:
             found there ends detection.
         detect_max_side: if the coarse scan finds nothing, a copy whose longer side is at most this is scanned
             with upsample 0 (faces below ~80 px in that copy are missed). Larger is slower, finds smaller faces.
+        detect_threads: threads that scan one image (its HOG pyramid levels, in parallel; the answer is the same);
+            0 = one per core this process may run on. The analysis worker processes use 1.
     """
 
     def __init__(
@@ -133,6 +141,7 @@ class DlibEngine:
         upsample_max_pixels: int = 640 * 640,
         coarse_side: int = 640,
         detect_max_side: int = 1600,
+        detect_threads: int = 0,
     ) -> None:
         self.max_width = max_width
         self.max_height = max_height
@@ -140,11 +149,11 @@ class DlibEngine:
         self.upsample_max_pixels = upsample_max_pixels
         self.coarse_side = coarse_side
         self.detect_max_side = detect_max_side
+        self.detect_threads = detect_threads
         self._models: _Models | None = None
         self._load_lock = threading.Lock()
         self._encoder_lock = threading.Lock()
-        self._free_detectors: list[Any] = []  # dlib.fhog_object_detector, one per concurrent scan
-        self._detectors_lock = threading.Lock()
+        self._bank: DetectorBank | None = None  # HOG detectors, borrowed one per concurrent scan
 
     def options(self) -> dict[str, int]:
         """The constructor arguments: ``DlibEngine(**engine.options())`` analyses exactly like this engine."""
@@ -155,6 +164,7 @@ class DlibEngine:
             "upsample_max_pixels": self.upsample_max_pixels,
             "coarse_side": self.coarse_side,
             "detect_max_side": self.detect_max_side,
+            "detect_threads": self.detect_threads,
         }
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -169,8 +179,8 @@ class DlibEngine:
 
         models = self._get_models()
         rgb = _synthetic_image(200)
-        with self._detector() as detector:
-            detector.run(rgb, 1, 0.0)
+        # One thread: warm-up may run in a process that is forked afterwards (the analysis pool's forkserver).
+        LevelScan(self._detectors(), rgb, 1, threads=1, pool=None).scan_from(0)
         shape = models.predictor(rgb, dlib.rectangle(50, 50, 149, 149))
         chip = dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
         with self._encoder_lock:
@@ -189,24 +199,18 @@ class DlibEngine:
                     predictor=dlib.shape_predictor(str(paths.shape_predictor)),
                     encoder=dlib.face_recognition_model_v1(str(paths.face_recognition)),
                 )
-                with self._detectors_lock:
-                    self._free_detectors.append(dlib.get_frontal_face_detector())
+                self._bank = DetectorBank()
             return self._models
 
-    @contextmanager
-    def _detector(self) -> Iterator[Any]:
-        """Borrow an HOG detector for one scan (a new one, ~0.1 s to build, when all are in use)."""
-        with self._detectors_lock:
-            detector = self._free_detectors.pop() if self._free_detectors else None
-        if detector is None:
-            import dlib
+    def _detectors(self) -> DetectorBank:
+        self._get_models()
+        assert self._bank is not None
+        return self._bank
 
-            detector = dlib.get_frontal_face_detector()
-        try:
-            yield detector
-        finally:
-            with self._detectors_lock:
-                self._free_detectors.append(detector)
+    def scan_threads(self) -> int:
+        """Threads that scan one image: ``detect_threads``, or one per available core if 0; at most the cores."""
+        cores = available_cores()
+        return min(self.detect_threads, cores) if self.detect_threads > 0 else cores
 
     # -- analysis --------------------------------------------------------------------------------------------
 
@@ -231,9 +235,13 @@ class DlibEngine:
         return faces
 
     def detection_plan(self, width: int, height: int) -> tuple[DetectionPass, ...]:
-        """The passes, coarse to fine, that scan an image of this size (see the module docstring)."""
+        """The steps, coarse to fine, that scan an image of this size (see the module docstring)."""
         if width * height <= self.upsample_max_pixels:
-            return (DetectionPass(1.0, 0, stop_factor=SMALL_STOP_FACTOR), DetectionPass(1.0, 1))
+            fine = DetectionPass(1.0, 1)
+            coarse = DetectionPass(1.0, 1, first_level=SMALL_COARSE_LEVEL, stop_factor=SMALL_STOP_FACTOR)
+            if min(width, height) >= coarse.stop_factor * coarse.min_face_side():
+                return (coarse, fine)
+            return (fine,)  # too small to hold a face that could end detection early
         longest = max(width, height)
         fine = DetectionPass(min(1.0, self.detect_max_side / longest), 0)
         coarse_scale = self.coarse_side / longest
@@ -242,17 +250,34 @@ class DlibEngine:
         return (fine,)
 
     def detect(self, rgb: np.ndarray) -> tuple[list[tuple[dlib.rectangle, float]], DetectionPass]:
-        """Face boxes (original pixels) and HOG scores of an RGB array, and the pass that produced them."""
+        """Face boxes (original pixels) and HOG scores of an RGB array, and the step that produced them."""
+        import dlib
+
         height, width = rgb.shape[:2]
         plan = self.detection_plan(width, height)
-        with self._detector() as detector:
-            for number, scan in enumerate(plan, start=1):
-                found = _scan(detector, rgb, scan)
-                if number == len(plan) or (
-                    found and min(rect.width() for rect, _ in found) >= scan.stop_factor * scan.min_face_side()
-                ):
-                    return found, scan
-        raise AssertionError("a detection plan has at least one pass")
+        bank = self._detectors()
+        threads = self.scan_threads()
+        pool = scan_pool() if threads > 1 else None
+        scans: dict[tuple[float, int], tuple[LevelScan, tuple[int, int]]] = {}
+        for number, step in enumerate(plan, start=1):
+            key = (step.scale, step.upsample)
+            if key not in scans:
+                copy = rgb if step.scale >= 1.0 else _downscale(rgb, _scaled_size(width, height, step.scale))
+                scans[key] = (LevelScan(bank, copy, step.upsample, threads, pool), (copy.shape[1], copy.shape[0]))
+            scan, copy_size = scans[key]
+            try:
+                found = [(_box_in_copy(c, step.upsample), c.score) for c in scan.scan_from(step.first_level)]
+            except LevelMapError:  # never seen: the whole scan, in one piece, is the same answer
+                whole = scan_whole(bank, scan.pyramid.source, step.upsample)
+                found = [(c.box, c.score) for c in whole]
+                step = DetectionPass(step.scale, step.upsample, stop_factor=step.stop_factor)
+                number = len(plan)
+            boxes = [(_box_in_original(box, copy_size, (width, height)), score) for box, score in found]
+            if number == len(plan) or (
+                boxes and min(box[2] - box[0] + 1 for box, _ in boxes) >= step.stop_factor * step.min_face_side()
+            ):
+                return [(dlib.rectangle(*box), score) for box, score in boxes], step
+        raise AssertionError("a detection plan has at least one step")
 
     def _describe(self, models: _Models, rgb: np.ndarray, rect: dlib.rectangle, score: float) -> Face:
         import dlib
@@ -282,27 +307,22 @@ class DlibEngine:
         )
 
 
-def _scan(detector: Any, rgb: np.ndarray, scan: DetectionPass) -> list[tuple[dlib.rectangle, float]]:
-    """Run one HOG pass; boxes are mapped back to ``rgb``'s pixels."""
-    import dlib
+def _box_in_copy(candidate: Candidate, upsample: int) -> Box:
+    """A candidate's box in the pixels of the copy that was scanned (undoing the scan's doubling)."""
+    return box_down(candidate.box) if upsample else candidate.box
 
-    if scan.scale >= 1.0:
-        rects, scores, _ = detector.run(rgb, scan.upsample, 0.0)
-        return list(zip(rects, scores, strict=True))
-    height, width = rgb.shape[:2]
-    small_size = (max(1, round(width * scan.scale)), max(1, round(height * scan.scale)))
-    rects, scores, _ = detector.run(_downscale(rgb, small_size), scan.upsample, 0.0)
-    sx, sy = width / small_size[0], height / small_size[1]
-    mapped = [
-        dlib.rectangle(
-            round(r.left() * sx),
-            round(r.top() * sy),
-            round((r.right() + 1) * sx) - 1,
-            round((r.bottom() + 1) * sy) - 1,
-        )
-        for r in rects
-    ]
-    return list(zip(mapped, scores, strict=True))
+
+def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _box_in_original(box: Box, copy_size: tuple[int, int], size: tuple[int, int]) -> Box:
+    """A box of a scaled copy in the original's pixels (the identity for the full image)."""
+    if copy_size == size:
+        return box
+    sx, sy = size[0] / copy_size[0], size[1] / copy_size[1]
+    left, top, right, bottom = box
+    return (round(left * sx), round(top * sy), round((right + 1) * sx) - 1, round((bottom + 1) * sy) - 1)
 
 
 def _downscale(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
