@@ -265,17 +265,22 @@ class DlibEngine:
                 copy = rgb if step.scale >= 1.0 else _downscale(rgb, _scaled_size(width, height, step.scale))
                 scans[key] = (LevelScan(bank, copy, step.upsample, threads, pool), (copy.shape[1], copy.shape[0]))
             scan, copy_size = scans[key]
+            following = plan[number] if number < len(plan) else None
+            # The next step finishes this scan: a free core may start on its finest levels right away.
+            prefetch = following is not None and following == DetectionPass(*key, stop_factor=following.stop_factor)
             try:
-                found = [(_box_in_copy(c, step.upsample), c.score) for c in scan.scan_from(step.first_level)]
+                found = [(_box_in_copy(c, step.upsample), c.score) for c in scan.scan_from(step.first_level, prefetch)]
             except LevelMapError:  # never seen: the whole scan, in one piece, is the same answer
+                scan.drop_prefetched()
                 whole = scan_whole(bank, scan.pyramid.source, step.upsample)
                 found = [(c.box, c.score) for c in whole]
                 step = DetectionPass(step.scale, step.upsample, stop_factor=step.stop_factor)
-                number = len(plan)
+                following = None
             boxes = [(_box_in_original(box, copy_size, (width, height)), score) for box, score in found]
-            if number == len(plan) or (
+            if following is None or (
                 boxes and min(box[2] - box[0] + 1 for box, _ in boxes) >= step.stop_factor * step.min_face_side()
             ):
+                scan.drop_prefetched()
                 return [(dlib.rectangle(*box), score) for box, score in boxes], step
         raise AssertionError("a detection plan has at least one step")
 

@@ -356,13 +356,13 @@ class Pyramid:
 def scan_levels(bank: DetectorBank, pyramid: Pyramid, first: int, count: int) -> list[Candidate]:
     """Every candidate of levels ``[first, first + count)`` of the scan, boxes in the scanned image's pixels.
 
-    A part starting at level 0 is given the source image and the upsample (dlib doubles it without the GIL); a later
-    part is given its first level's image.
+    A part is given its first level's image; a part from level 0 whose doubled image is not made yet is given the
+    source image and the upsample instead (dlib doubles it itself, without the GIL).
     """
     if count <= 0:
         return []
-    internal = pyramid.upsample if first == 0 else 0
-    image = pyramid.source if first == 0 else pyramid.image(first)
+    internal = pyramid.upsample if first == 0 and 0 not in pyramid.computed_levels() else 0
+    image = pyramid.source if internal else pyramid.image(first)
     with bank.every_candidate(count) as detector:
         rects, scores, indices = detector.run(image, internal, 0.0)
     if first == 0 and internal == 0:

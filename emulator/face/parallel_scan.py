@@ -128,6 +128,11 @@ class LevelScan:
     :meth:`scan_from` scans the levels from ``first`` to the coarsest not scanned yet, in parallel parts, and
     returns the suppressed candidates of every level from ``first`` up. A later call with a smaller ``first`` adds
     only the finer levels: with ``first`` 0 the answer is exactly dlib's one scan of the image.
+
+    With ``prefetch`` a coarse call also hands the first part of the finer levels to the pool before it scans: a
+    free core starts on the work the next call would do (the largest level), while the caller scans the coarse
+    levels. If the coarse levels end detection, the prefetched part is dropped (or, if a core already took it,
+    finishes unused); if not, the next call collects it.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class LevelScan:
         self.scanned_from = self.pyramid.count  # levels [scanned_from, count) are scanned
         self.candidates: list[Candidate] = []
         self.parts = 0  # scan calls made (for tests and the bench)
+        self._prefetched: tuple[tuple[int, int], Pending[list[Candidate]]] | None = None
 
     @property
     def count(self) -> int:
@@ -154,25 +160,52 @@ class LevelScan:
         missing = [k for k in range(level + 1) if k not in have]
         return RESIZE_COST * sum(pyramid.area(k) for k in missing)
 
-    def plan(self, first: int) -> list[tuple[int, int]]:
-        """The parts that :meth:`scan_from` would scan now."""
-        first = max(0, min(first, self.scanned_from))
+    def _split(self, start: int, end: int) -> list[tuple[int, int]]:
         areas = [self.pyramid.area(k) for k in range(self.count)]
-        return split_levels(areas, first, self.scanned_from, self.threads, self._ready, self.pyramid.upsample)
+        return split_levels(areas, start, end, self.threads, self._ready, self.pyramid.upsample)
 
-    def scan_from(self, first: int) -> list[Candidate]:
+    def plan(self, first: int) -> list[tuple[int, int]]:
+        """The parts that :meth:`scan_from` would scan now (a prefetched part first)."""
+        first = max(0, min(first, self.scanned_from))
+        if self._prefetched is not None and first == 0:
+            (a, b), _ = self._prefetched
+            return [(a, b), *self._split(b, self.scanned_from)]
+        return self._split(first, self.scanned_from)
+
+    def scan_from(self, first: int, prefetch: bool = False) -> list[Candidate]:
         """Suppressed candidates of levels ``[first, count)``, boxes in the scanned image's pixels.
 
         Raises :class:`~emulator.face.hog.LevelMapError` if a part's box cannot be mapped back (never seen).
         """
-        ranges = self.plan(first)
+        first = max(0, min(first, self.scanned_from))
+        if self._prefetched is not None and first > 0:
+            raise ValueError("after a prefetch, the next call scans down to level 0")
+        prefetched = None
+        if self._prefetched is not None:
+            (_, end), prefetched = self._prefetched
+            self._prefetched = None
+            ranges = self._split(end, self.scanned_from)
+        else:
+            ranges = self._split(first, self.scanned_from)
+            if prefetch and self.pool is not None and first > 0 and self._prefetched is None:
+                finer = self._split(0, first)[0]
+                self._prefetched = (finer, Pending(self._task(*finer), self.pool))
         tasks = [self._task(a, b) for a, b in ranges]
         if tasks:
             for found in run_all(tasks, self.pool):
                 self.candidates.extend(found)
             self.parts += len(tasks)
-            self.scanned_from = ranges[0][0]
+        if prefetched is not None:
+            self.candidates.extend(prefetched.result())
+            self.parts += 1
+        self.scanned_from = first
         return suppress(self.candidates, self.bank.state)
+
+    def drop_prefetched(self) -> None:
+        """The finer levels will not be needed: a prefetched part not started yet is cancelled."""
+        if self._prefetched is not None:
+            self._prefetched[1].drop()
+            self._prefetched = None
 
     def _task(self, a: int, b: int) -> Callable[[], list[Candidate]]:
         return lambda: scan_levels(self.bank, self.pyramid, a, b - a)
