@@ -80,16 +80,6 @@ def test_a_scan_cut_into_parallel_parts_finds_the_boxes_and_scores_of_one_scan(
         assert as_tuples(coarse_first.scan_from(0), upsample) == one_scan  # coarse levels, then the rest
 
 
-def test_every_cut_between_two_levels_gives_the_same_candidates(bank: DetectorBank) -> None:
-    rgb = photo("derived/t1_crop_700x394.jpg")
-    pyramid = Pyramid(rgb, 1, bank.state)
-    every = sorted(scan_levels(bank, pyramid, 0, pyramid.count), key=lambda c: (c.score, c.box))
-    assert len(every) > len(scan_whole(bank, rgb, 1))  # more candidates than faces: suppression matters
-    for cut in range(1, pyramid.count):
-        parts = scan_levels(bank, pyramid, 0, cut) + scan_levels(bank, pyramid, cut, pyramid.count - cut)
-        assert sorted(parts, key=lambda c: (c.score, c.box)) == every, cut
-
-
 def test_a_face_whose_windows_fall_on_both_sides_of_a_cut_is_found_once(bank: DetectorBank) -> None:
     rgb = photo("groups/kit_with_rose.jpg")
     pyramid = Pyramid(rgb, 1, bank.state)

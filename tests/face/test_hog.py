@@ -1,0 +1,138 @@
+"""The pieces of dlib's HOG scan that the parallel detection reproduces: the detector's serialized fields, the
+pyramid's level count, the coarse-to-fine steps and their prefetch (real dlib, real fixture photos)."""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emulator.face.decode import decode_image
+from emulator.face.engine import SMALL_COARSE_LEVEL, DetectionPass, DlibEngine
+from emulator.face.hog import (
+    DetectorBank,
+    DetectorState,
+    Pyramid,
+    _encode_float,
+    _read_float,
+    box_down,
+    load_detector,
+    scan_levels,
+    scan_whole,
+)
+from emulator.face.parallel_scan import LevelScan
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+def photo(name: str) -> np.ndarray:
+    return decode_image((FIXTURES / name).read_bytes(), max_width=4000, max_height=4000)
+
+
+@pytest.fixture(scope="module")
+def bank() -> DetectorBank:
+    return DetectorBank()
+
+
+def test_the_frontal_face_detectors_fields_are_read_from_its_bytes(bank: DetectorBank) -> None:
+    state = bank.state
+    assert (state.window_width, state.window_height, state.cell_size, state.padding) == (80, 80, 8, 0)
+    assert state.min_layer == (64, 64)
+    assert state.max_levels >= 100
+    assert 0 < state.iou_threshold < 1 and 0 < state.covered_threshold < 1  # set by training, not dlib's defaults
+    assert state.base_box_width() == 72  # 10 filter cells of 8 px: corners 9 cells apart
+
+
+def test_a_part_detector_scans_exactly_its_levels_and_suppresses_nothing(bank: DetectorBank) -> None:
+    part = DetectorState.parse(bank.state.every_candidate(7))
+    assert (part.max_levels, part.min_layer) == (7, (1, 1))
+    assert (part.iou_threshold, part.covered_threshold) == (1.0, 1.0)
+    assert part.data[len(part.data) - 1000 :] == bank.state.data[len(bank.state.data) - 1000 :]  # the same filters
+    rgb = photo("groups/kit_with_rose.jpg")
+    everything, _, _ = load_detector(bank.state.every_candidate(30)).run(rgb, 1, 0.0)
+    kept, _, _ = load_detector(bank.state.data).run(rgb, 1, 0.0)
+    assert len(everything) > len(kept) == 2
+
+
+@pytest.mark.parametrize("value", [0.33008212188056446, 0.7885714285714286, 1.0, 9.0, -2.5, 1e-300])
+def test_dlib_floats_round_trip(value: float) -> None:
+    encoded = _encode_float(value)
+    assert _read_float(encoded, 0) == (value, len(encoded))
+
+
+def test_a_foreign_or_truncated_state_is_refused(bank: DetectorBank) -> None:
+    with pytest.raises(ValueError):
+        DetectorState.parse(b"\x01\x03" + bank.state.data[2:])  # another version
+    with pytest.raises(ValueError):
+        DetectorState.parse(bank.state.data[:20])
+
+
+@pytest.mark.parametrize(
+    ("name", "upsample"),
+    [("derived/t1_crop_700x394.jpg", 1), ("people/kate_siegel/aligned-160.png", 0), ("no-face/no-faces.jpg", 1)],
+)
+def test_every_cut_between_two_levels_gives_the_same_candidates(name: str, upsample: int, bank: DetectorBank) -> None:
+    # kate_siegel at upsample 0: the face is found only on the last level, which a cut's part must still scan.
+    rgb = photo(name)
+    pyramid = Pyramid(rgb, upsample, bank.state)
+    every = sorted(scan_levels(bank, pyramid, 0, pyramid.count), key=lambda c: (c.score, c.box))
+    for cut in range(1, pyramid.count):
+        parts = scan_levels(bank, pyramid, 0, cut) + scan_levels(bank, pyramid, cut, pyramid.count - cut)
+        assert sorted(parts, key=lambda c: (c.score, c.box)) == every, cut
+    if name.startswith("people/"):
+        assert every and pyramid.count > 3
+
+
+def test_the_level_count_is_dlibs(bank: DetectorBank) -> None:
+    """One level more than dlib scans would find the face that the stock detector misses on a 62 px level."""
+    rgb = photo("people/kate_siegel/aligned-160.png")
+    pyramid = Pyramid(rgb, 0, bank.state)
+    assert pyramid.count == 6
+    assert pyramid.sizes[-1] == (62, 62)
+    assert len(scan_levels(bank, pyramid, 0, pyramid.count)) == len(scan_whole(bank, rgb, 0)) == 1
+    assert scan_levels(bank, pyramid, 0, pyramid.count - 1) == []  # the face is on the last level
+
+
+def test_coarse_levels_first_with_a_prefetched_finest_part(bank: DetectorBank) -> None:
+    rgb = photo("derived/t1_crop_700x394.jpg")
+    stock = [(c.score, c.box) for c in scan_whole(bank, rgb, 1)]
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        scan = LevelScan(bank, rgb, 1, 2, pool)
+        coarse = scan.scan_from(SMALL_COARSE_LEVEL, prefetch=True)
+        assert scan.plan(0)[0][0] == 0  # the prefetched part comes first
+        with pytest.raises(ValueError):
+            scan.scan_from(1)
+        whole = scan.scan_from(0)
+        assert [(c.score, box_down(c.box)) for c in whole] == stock
+        assert len(coarse) < len(whole)  # the small faces needed the finer levels
+        stopped = LevelScan(bank, rgb, 1, 2, pool)
+        stopped.scan_from(SMALL_COARSE_LEVEL, prefetch=True)
+        stopped.drop_prefetched()  # the coarse levels ended detection; if asked later, the finer ones scan anew
+        assert stopped.scanned_from == SMALL_COARSE_LEVEL
+        assert [(c.score, box_down(c.box)) for c in stopped.scan_from(0)] == stock
+    finally:
+        pool.shutdown()
+
+
+def test_small_photos_scan_coarse_levels_of_the_upsampled_scan_first(engine: DlibEngine) -> None:
+    coarse, fine = engine.detection_plan(700, 394)
+    assert (coarse.scale, coarse.upsample, coarse.first_level) == (1.0, 1, SMALL_COARSE_LEVEL)
+    assert fine == DetectionPass(1.0, 1)
+    assert coarse.min_face_side() == pytest.approx(80 / (2 * (5 / 6) ** SMALL_COARSE_LEVEL))
+    assert math.isclose(coarse.min_face_side(), 83, abs_tol=0.5)
+    # A photo too small to hold a face that would end detection early has only the one scan.
+    assert engine.detection_plan(150, 150) == (DetectionPass(1.0, 1),)
+    # Large photos keep a coarse scan of their own, on a small copy.
+    assert [p.scale for p in engine.detection_plan(1280, 720)] == [0.5, 1.0]
+
+
+def test_a_close_up_small_photo_is_answered_by_the_coarse_levels(engine: DlibEngine) -> None:
+    rgb = photo("people/kit_harington/john2.jpeg")
+    faces, used = engine.detect(rgb)
+    assert len(faces) == 1
+    assert used.first_level == SMALL_COARSE_LEVEL
+    assert faces[0][0].width() >= used.stop_factor * used.min_face_side()
