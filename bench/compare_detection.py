@@ -170,7 +170,7 @@ def main() -> int:
         flag = "" if c.same else "  <-- DIFFERENT"
         print(
             f"{c.file:48} {c.width:>4}x{c.height:<4} {expected:>3} {c.baseline_faces:>4} "
-            f"{c.baseline_s * 1000:>6.0f} {c.our_faces:>4} {c.ours_s * 1000:>6.0f} {c.scale:>5.2f}/u{c.upsample} "
+            f"{c.baseline_s * 1000:>6.0f} {c.our_faces:>4} {c.ours_s * 1000:>6.0f} {c.step:>12} "
             f"{c.min_iou:>6.3f} {c.min_cos:>7.4f}{flag}"
         )
     print("-" * len(header))
