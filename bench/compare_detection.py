@@ -6,9 +6,8 @@ Baseline = what ``face_recognition.face_locations(img)`` + ``face_encodings(img)
 the full image, then the 5-point landmarks and the ResNet descriptor (num_jitters=1) of each box.
 
 For each fixture: image size, expected count (MANIFEST's faces_hog_upsample1), baseline count and time,
-our count and time, the detection step that answered (copy scale, upsample, and the first pyramid level when only
-the coarse levels were needed), the worst box IoU between matched faces and the lowest cosine similarity between
-matched embeddings.
+our count and time, the detection plan (scale, upsample), the worst box IoU between matched faces and the lowest
+cosine similarity between matched embeddings.
 
 Run: ``python bench/compare_detection.py`` (from the repository root, with the venv's python).
 """
@@ -92,9 +91,8 @@ class Comparison:
     height: int
     baseline_faces: int
     our_faces: int
-    scale: float  # the detection step that answered: copy scale, upsample, first pyramid level
+    scale: float  # the detection pass that answered: copy scale and upsample
     upsample: int
-    first_level: int
     min_iou: float  # worst box overlap of matched faces (nan without faces)
     cosines: list[float]  # between matched embeddings
     baseline_s: float
@@ -107,11 +105,6 @@ class Comparison:
     @property
     def min_cos(self) -> float:
         return min(self.cosines, default=float("nan"))
-
-    @property
-    def step(self) -> str:
-        """The step that answered: ``scale/u<upsample>``, then ``+L<level>`` if it scanned only from that level."""
-        return f"{self.scale:.2f}/u{self.upsample}" + (f"+L{self.first_level}" if self.first_level else "")
 
 
 def fixture_photos() -> list[tuple[str, str]]:
@@ -140,7 +133,6 @@ def compare(engine: DlibEngine, baseline: Baseline, file: str) -> Comparison:
         our_faces=len(ours),
         scale=used.scale,
         upsample=used.upsample,
-        first_level=used.first_level,
         min_iou=min((p[2] for p in pairs), default=float("nan")),
         cosines=[float(base_emb[i] @ ours[j].embedding) for i, j, _ in pairs],
         baseline_s=base_t,
@@ -154,7 +146,7 @@ def main() -> int:
     baseline = Baseline()
     photos = fixture_photos()
     header = (
-        f"{'fixture':48} {'size':>9} {'exp':>3} {'base':>4} {'ms':>6} {'ours':>4} {'ms':>6} {'step':>12} "
+        f"{'fixture':48} {'size':>9} {'exp':>3} {'base':>4} {'ms':>6} {'ours':>4} {'ms':>6} {'plan':>9} "
         f"{'minIoU':>6} {'minCos':>7}"
     )
     print(header)
@@ -170,7 +162,7 @@ def main() -> int:
         flag = "" if c.same else "  <-- DIFFERENT"
         print(
             f"{c.file:48} {c.width:>4}x{c.height:<4} {expected:>3} {c.baseline_faces:>4} "
-            f"{c.baseline_s * 1000:>6.0f} {c.our_faces:>4} {c.ours_s * 1000:>6.0f} {c.step:>12} "
+            f"{c.baseline_s * 1000:>6.0f} {c.our_faces:>4} {c.ours_s * 1000:>6.0f} {c.scale:>5.2f}/u{c.upsample} "
             f"{c.min_iou:>6.3f} {c.min_cos:>7.4f}{flag}"
         )
     print("-" * len(header))

@@ -365,13 +365,10 @@ def bench_fixtures(res: Results) -> None:
     photos = [file for file, _ in fixture_photos()]
     res.add("## 2. Faces found on every fixture photo, ours vs baseline")
     res.add()
-    res.add(
-        "Baseline: HOG upsample 1 on the full image. `step`: the scan that answered (copy scale / upsample, and "
-        "`+L<k>` when its pyramid levels from k up were enough)."
-    )
+    res.add("Baseline: HOG upsample 1 on the full image. `pass`: the scan that answered (copy scale / upsample).")
     res.add("`min IoU`: worst box overlap of matched faces; `min cos`: worst cosine between matched embeddings.")
     res.add()
-    res.add("| fixture | size | baseline | ours | same | step | min IoU | min cos | baseline ms | ours ms |")
+    res.add("| fixture | size | baseline | ours | same | pass | min IoU | min cos | baseline ms | ours ms |")
     res.add("| --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |")
     different = []
     worst_cos = 1.0
@@ -386,7 +383,7 @@ def bench_fixtures(res: Results) -> None:
         t_ours.append(c.ours_s)
         res.add(
             f"| {c.file} | {c.width}x{c.height} | {c.baseline_faces} | {c.our_faces} | {'yes' if c.same else '**no**'} "
-            f"| {c.step} | {c.min_iou:.3f} | {c.min_cos:.4f} | {c.baseline_s * 1000:.0f} "
+            f"| {c.scale:.2f}/u{c.upsample} | {c.min_iou:.3f} | {c.min_cos:.4f} | {c.baseline_s * 1000:.0f} "
             f"| {c.ours_s * 1000:.0f} |"
         )
     res.add()

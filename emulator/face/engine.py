@@ -6,17 +6,13 @@ dlib's HOG frontal face detector, the 5-point landmark model, and the ResNet fac
 
 Detection speed vs recall (the one place we differ from ``face_recognition.face_locations(img)``, which runs HOG
 with upsample 1 on the full image, ~4x the cost of upsample 0). dlib's HOG window is 80x80 px: a scan finds faces
-from ~80 px of the scanned copy up, so the scan's resolution is the smallest face it can find. A scan looks at a
-pyramid of the image (each level 5/6 of the one before), so its coarse levels find the large faces and its fine
-levels the small ones. Detection runs as steps from coarse to fine (:meth:`DlibEngine.detection_plan`), and stops
-early when the faces found are large:
+from ~80 px of the scanned copy up, so the scan's resolution is the smallest face it can find. Detection runs as
+passes from coarse to fine (:meth:`DlibEngine.detection_plan`), and stops early when the faces found are large:
 
-- Small images (at most ``upsample_max_pixels`` pixels, default 640x640): one scan, upsample 1 on the full image,
-  exactly as face_recognition does (faces down to ~40 px). Its levels from 4 up (~0.96 of the original and
-  smaller: faces from ~83 px) are scanned first; if every face they find is at least 2x that (166 px), that is the
-  answer. Otherwise the finer levels are scanned too and merged: the answer is then face_recognition's exactly, and
-  the coarse levels' work is not lost (a separate upsample 0 scan, as before, cost ~25 % more on group photos,
-  where it never ends detection). A photo too small to hold a face of that size skips the coarse step.
+- Small images (at most ``upsample_max_pixels`` pixels, default 640x640): one pass, upsample 1 on the full image,
+  exactly as face_recognition does (faces down to ~40 px): the same boxes and scores. A coarse upsample 0 pass
+  first costs ~25 % of it and can end detection only when every face is at least 160 px, which on a small photo is
+  rare (4 of the 27 small fixture photos; never on a group photo): on average it cost more than it saved.
 - Larger images: upsample 0 on a copy whose longer side is ``coarse_side`` (default 640), which finds faces from
   ~1/8 of the photo's longer side up (160 px on a 1280x720 photo). If every face it finds is at least 1.25x that
   limit, that is the answer: the photo is a close-up, and faces much smaller than the ones found are not searched
@@ -24,17 +20,14 @@ early when the faces found are large:
   upsample 0 on a copy whose longer side is at most ``detect_max_side`` (default 1600): ~80 px faces on photos up
   to 1600 px, ~190 px on a 3840 px photo.
 
-Every scan is cut into parts of its pyramid levels that run in parallel threads, one per core
-(``detect_threads``; :mod:`emulator.face.parallel_scan`), and the parts' candidates are merged with dlib's own
-overlap test: the boxes and scores are exactly those of dlib's single scan (:mod:`emulator.face.hog`). While the
-coarse levels of a small photo are scanned, a free core already scans its finest level (the largest part of the
-work), in case detection goes on.
+Every pass uses the cores: its scan is cut into parts of its pyramid levels that run in parallel threads
+(``detect_threads``, one per core by default; :mod:`emulator.face.parallel_scan`), merged with dlib's own overlap
+test, so the boxes and scores are exactly those of dlib's single scan (:mod:`emulator.face.hog`).
 
 Boxes are mapped back to the original pixels; landmarks and descriptors are always computed on the
 full-resolution image (the descriptor of a given box is exactly face_recognition's). On every photo in
 ``fixtures/`` this finds the same faces as the default pipeline (``bench/compare_detection.py``); boxes found on a
-downscaled copy or by the coarse levels alone differ by a few pixels, so embeddings differ slightly (cosine >= 0.99
-on the fixtures).
+downscaled copy differ by a few pixels, so embeddings differ slightly (cosine >= 0.99 on the fixtures).
 
 Thread safety: an HOG detector keeps per-scan state, so each thread borrows its own from a free list (dlib
 releases the GIL while scanning, so detections run in parallel threads). The shape predictor is read-only and
@@ -53,9 +46,9 @@ import numpy as np
 from PIL import Image
 
 from emulator.face.decode import decode_image
-from emulator.face.hog import LEVEL_DOWN, Box, Candidate, DetectorBank, LevelMapError, box_down, scan_whole
+from emulator.face.hog import Box, DetectorBank, LevelMapError, scan_whole
 from emulator.face.models import model_paths
-from emulator.face.parallel_scan import LevelScan, available_cores, scan_pool
+from emulator.face.parallel_scan import available_cores, scan_parallel, scan_pool
 from emulator.timing import timed
 
 if TYPE_CHECKING:
@@ -68,10 +61,6 @@ HOG_WINDOW = 80  # dlib's frontal face detector finds faces from ~80 px of the s
 # A coarse pass ends detection when the smallest face it found is at least this many times the smallest face it
 # can find: faces near a scan's limit are found unreliably, so others of about their size may have been missed.
 COARSE_STOP_FACTOR = 1.25  # large images: the fine pass costs ~4-10x the coarse one
-SMALL_STOP_FACTOR = 2.0  # small images: the upsample 1 pass is cheap enough to be careful
-# Small images: the coarse step is the upsample 1 scan's levels from this one up (level 4 of the doubled image is
-# ~0.96 of the original: faces from ~83 px), i.e. what a separate upsample 0 scan used to find, but reused.
-SMALL_COARSE_LEVEL = 4
 
 # Detector score -> confidence: logistic sigmoid(CONFIDENCE_SLOPE * score). dlib's HOG score is an SVM margin,
 # 0 at the detection threshold and ~0.5..3 for clear faces, so the mapping is monotonic with
@@ -110,22 +99,19 @@ class _Models:
 
 @dataclass(frozen=True)
 class DetectionPass:
-    """One step of detection: the HOG scan of a copy scaled by ``scale`` (1.0 = the full image) with ``upsample``
-    doublings, from pyramid level ``first_level`` up (0 = the whole scan; level k is ~(5/6)**k of the scanned image).
+    """One HOG scan: on a copy scaled by ``scale`` (1.0 = the full image), with ``upsample`` doublings.
 
-    Steps on the same copy and upsample are one scan, continued: a later step with a lower ``first_level`` scans only
-    the finer levels and merges them with the coarser ones already found. After a step that is not the last,
-    detection stops if it found faces and the smallest is at least ``stop_factor`` times :meth:`min_face_side`.
+    After a pass that is not the last, detection stops if it found faces and the smallest is at least
+    ``stop_factor`` times :meth:`min_face_side`.
     """
 
     scale: float
     upsample: int
-    first_level: int = 0
     stop_factor: float = COARSE_STOP_FACTOR
 
     def min_face_side(self) -> float:
-        """The smallest face (original pixels) this step finds."""
-        return HOG_WINDOW / (self.scale * 2**self.upsample * LEVEL_DOWN**self.first_level)
+        """The smallest face (original pixels) this pass finds."""
+        return HOG_WINDOW / (self.scale * 2**self.upsample)
 
 
 class DlibEngine:
@@ -192,7 +178,7 @@ class DlibEngine:
         models = self._get_models()
         rgb = _synthetic_image(200)
         # One thread: warm-up may run in a process that is forked afterwards (the analysis pool's forkserver).
-        LevelScan(self._detectors(), rgb, 1, threads=1, pool=None).scan_from(0)
+        scan_whole(self._detectors(), rgb, 1)
         shape = models.predictor(rgb, dlib.rectangle(50, 50, 149, 149))
         chip = dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
         with self._encoder_lock:
@@ -247,13 +233,9 @@ class DlibEngine:
         return faces
 
     def detection_plan(self, width: int, height: int) -> tuple[DetectionPass, ...]:
-        """The steps, coarse to fine, that scan an image of this size (see the module docstring)."""
+        """The passes, coarse to fine, that scan an image of this size (see the module docstring)."""
         if width * height <= self.upsample_max_pixels:
-            fine = DetectionPass(1.0, 1)
-            coarse = DetectionPass(1.0, 1, first_level=SMALL_COARSE_LEVEL, stop_factor=SMALL_STOP_FACTOR)
-            if min(width, height) >= coarse.stop_factor * coarse.min_face_side():
-                return (coarse, fine)
-            return (fine,)  # too small to hold a face that could end detection early
+            return (DetectionPass(1.0, 1),)
         longest = max(width, height)
         fine = DetectionPass(min(1.0, self.detect_max_side / longest), 0)
         coarse_scale = self.coarse_side / longest
@@ -262,7 +244,7 @@ class DlibEngine:
         return (fine,)
 
     def detect(self, rgb: np.ndarray) -> tuple[list[tuple[dlib.rectangle, float]], DetectionPass]:
-        """Face boxes (original pixels) and HOG scores of an RGB array, and the step that produced them."""
+        """Face boxes (original pixels) and HOG scores of an RGB array, and the pass that produced them."""
         import dlib
 
         height, width = rgb.shape[:2]
@@ -270,31 +252,19 @@ class DlibEngine:
         bank = self._detectors()
         threads = self.scan_threads()
         pool = scan_pool() if threads > 1 else None
-        scans: dict[tuple[float, int], tuple[LevelScan, tuple[int, int]]] = {}
-        for number, step in enumerate(plan, start=1):
-            key = (step.scale, step.upsample)
-            if key not in scans:
-                copy = rgb if step.scale >= 1.0 else _downscale(rgb, _scaled_size(width, height, step.scale))
-                scans[key] = (LevelScan(bank, copy, step.upsample, threads, pool), (copy.shape[1], copy.shape[0]))
-            scan, copy_size = scans[key]
-            following = plan[number] if number < len(plan) else None
-            # The next step finishes this scan: a free core may start on its finest levels right away.
-            prefetch = following is not None and following == DetectionPass(*key, stop_factor=following.stop_factor)
+        for number, scan in enumerate(plan, start=1):
+            copy = rgb if scan.scale >= 1.0 else _downscale(rgb, _scaled_size(width, height, scan.scale))
             try:
-                found = [(_box_in_copy(c, step.upsample), c.score) for c in scan.scan_from(step.first_level, prefetch)]
-            except LevelMapError:  # never seen: the whole scan, in one piece, is the same answer
-                scan.drop_prefetched()
-                whole = scan_whole(bank, scan.pyramid.source, step.upsample)
-                found = [(c.box, c.score) for c in whole]
-                step = DetectionPass(step.scale, step.upsample, stop_factor=step.stop_factor)
-                following = None
-            boxes = [(_box_in_original(box, copy_size, (width, height)), score) for box, score in found]
-            if following is None or (
-                boxes and min(box[2] - box[0] + 1 for box, _ in boxes) >= step.stop_factor * step.min_face_side()
+                candidates = scan_parallel(bank, copy, scan.upsample, threads, pool)
+            except LevelMapError:  # never seen: the scan in one piece gives the same answer
+                candidates = scan_whole(bank, copy, scan.upsample)
+            copy_size = (copy.shape[1], copy.shape[0])
+            found = [(_box_in_original(c.box, copy_size, (width, height)), c.score) for c in candidates]
+            if number == len(plan) or (
+                found and min(box[2] - box[0] + 1 for box, _ in found) >= scan.stop_factor * scan.min_face_side()
             ):
-                scan.drop_prefetched()
-                return [(dlib.rectangle(*box), score) for box, score in boxes], step
-        raise AssertionError("a detection plan has at least one step")
+                return [(dlib.rectangle(*box), score) for box, score in found], scan
+        raise AssertionError("a detection plan has at least one pass")
 
     def _describe(self, models: _Models, rgb: np.ndarray, rect: dlib.rectangle, score: float) -> Face:
         import dlib
@@ -322,11 +292,6 @@ class DlibEngine:
             awesomeness=face_quality(np.asarray(chip), box_side=min(box[2] - box[0], box[3] - box[1])),
             landmarks=landmarks,
         )
-
-
-def _box_in_copy(candidate: Candidate, upsample: int) -> Box:
-    """A candidate's box in the pixels of the copy that was scanned (undoing the scan's doubling)."""
-    return box_down(candidate.box) if upsample else candidate.box
 
 
 def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:

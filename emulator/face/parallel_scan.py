@@ -28,7 +28,16 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from emulator.face.hog import Candidate, DetectorBank, LevelMapError, Pyramid, scan_levels, suppress
+from emulator.face.hog import (
+    Candidate,
+    DetectorBank,
+    LevelMapError,
+    Pyramid,
+    box_down,
+    scan_levels,
+    scan_whole,
+    suppress,
+)
 
 T = TypeVar("T")
 
@@ -122,93 +131,38 @@ def split_levels(
     return best[parts][start][1]
 
 
-class LevelScan:
-    """One HOG scan of one image, scanned progressively from its coarse levels to its fine ones.
+def plan_parts(pyramid: Pyramid, threads: int) -> list[tuple[int, int]]:
+    """The level ranges that one scan of ``pyramid`` is cut into for ``threads`` threads (one range: no cut)."""
+    areas = [pyramid.area(k) for k in range(pyramid.count)]
+    upsampled = pyramid.width * pyramid.height if pyramid.upsample else 0
 
-    :meth:`scan_from` scans the levels from ``first`` to the coarsest not scanned yet, in parallel parts, and
-    returns the suppressed candidates of every level from ``first`` up. A later call with a smaller ``first`` adds
-    only the finer levels: with ``first`` 0 the answer is exactly dlib's one scan of the image.
+    def ready(level: int) -> float:  # resizes before level ``level``'s image exists (the doubled image first)
+        return RESIZE_COST * (upsampled + sum(areas[1 : level + 1])) if level else 0.0
 
-    With ``prefetch`` a coarse call also hands the first part of the finer levels to the pool before it scans: a
-    free core starts on the work the next call would do (the largest level), while the caller scans the coarse
-    levels. If the coarse levels end detection, the prefetched part is dropped (or, if a core already took it,
-    finishes unused); if not, the next call collects it.
+    return split_levels(areas, 0, pyramid.count, threads, ready, pyramid.upsample)
+
+
+def scan_parallel(
+    bank: DetectorBank, source: np.ndarray, upsample: int, threads: int, pool: ThreadPoolExecutor | None
+) -> list[Candidate]:
+    """dlib's scan of ``source`` (boxes in its pixels, dlib's order), cut into up to ``threads`` parallel parts.
+
+    The same boxes and scores as :func:`~emulator.face.hog.scan_whole`. Raises
+    :class:`~emulator.face.hog.LevelMapError` if a part's box cannot be mapped back (never seen).
     """
-
-    def __init__(
-        self, bank: DetectorBank, source: np.ndarray, upsample: int, threads: int, pool: ThreadPoolExecutor | None
-    ) -> None:
-        self.bank = bank
-        self.pyramid = Pyramid(source, upsample, bank.state)
-        self.threads = max(1, threads)
-        self.pool = pool if self.threads > 1 else None
-        self.scanned_from = self.pyramid.count  # levels [scanned_from, count) are scanned
-        self.candidates: list[Candidate] = []
-        self.parts = 0  # scan calls made (for tests and the bench)
-        self._prefetched: tuple[tuple[int, int], Pending[list[Candidate]]] | None = None
-
-    @property
-    def count(self) -> int:
-        return self.pyramid.count
-
-    def _ready(self, level: int) -> float:
-        """Resize work (pixels) before level ``level``'s image exists; 0 for level 0 (dlib doubles it itself)."""
-        if level == 0:
-            return 0.0
-        pyramid = self.pyramid
-        have = pyramid.computed_levels()
-        missing = [k for k in range(level + 1) if k not in have]
-        return RESIZE_COST * sum(pyramid.area(k) for k in missing)
-
-    def _split(self, start: int, end: int) -> list[tuple[int, int]]:
-        areas = [self.pyramid.area(k) for k in range(self.count)]
-        return split_levels(areas, start, end, self.threads, self._ready, self.pyramid.upsample)
-
-    def plan(self, first: int) -> list[tuple[int, int]]:
-        """The parts that :meth:`scan_from` would scan now (a prefetched part first)."""
-        first = max(0, min(first, self.scanned_from))
-        if self._prefetched is not None and first == 0:
-            (a, b), _ = self._prefetched
-            return [(a, b), *self._split(b, self.scanned_from)]
-        return self._split(first, self.scanned_from)
-
-    def scan_from(self, first: int, prefetch: bool = False) -> list[Candidate]:
-        """Suppressed candidates of levels ``[first, count)``, boxes in the scanned image's pixels.
-
-        Raises :class:`~emulator.face.hog.LevelMapError` if a part's box cannot be mapped back (never seen).
-        """
-        first = max(0, min(first, self.scanned_from))
-        if self._prefetched is not None and first > 0:
-            raise ValueError("after a prefetch, the next call scans down to level 0")
-        prefetched = None
-        if self._prefetched is not None:
-            (_, end), prefetched = self._prefetched
-            self._prefetched = None
-            ranges = self._split(end, self.scanned_from)
-        else:
-            ranges = self._split(first, self.scanned_from)
-            if prefetch and self.pool is not None and first > 0 and self._prefetched is None:
-                finer = self._split(0, first)[0]
-                self._prefetched = (finer, Pending(self._task(*finer), self.pool))
-        tasks = [self._task(a, b) for a, b in ranges]
-        if tasks:
-            for found in run_all(tasks, self.pool):
-                self.candidates.extend(found)
-            self.parts += len(tasks)
-        if prefetched is not None:
-            self.candidates.extend(prefetched.result())
-            self.parts += 1
-        self.scanned_from = first
-        return suppress(self.candidates, self.bank.state)
-
-    def drop_prefetched(self) -> None:
-        """The finer levels will not be needed: a prefetched part not started yet is cancelled."""
-        if self._prefetched is not None:
-            self._prefetched[1].drop()
-            self._prefetched = None
-
-    def _task(self, a: int, b: int) -> Callable[[], list[Candidate]]:
-        return lambda: scan_levels(self.bank, self.pyramid, a, b - a)
+    pyramid = Pyramid(source, upsample, bank.state)
+    parts = plan_parts(pyramid, threads if pool is not None else 1)
+    if len(parts) <= 1:
+        return scan_whole(bank, source, upsample)
+    tasks = [_part(bank, pyramid, a, b) for a, b in parts]
+    found = suppress([c for part in run_all(tasks, pool) for c in part], bank.state)
+    if not upsample:
+        return found
+    return [Candidate(c.score, c.weight_index, box_down(c.box)) for c in found]
 
 
-__all__ = ["LevelMapError", "LevelScan", "Pending", "available_cores", "run_all", "scan_pool", "split_levels"]
+def _part(bank: DetectorBank, pyramid: Pyramid, a: int, b: int) -> Callable[[], list[Candidate]]:
+    return lambda: scan_levels(bank, pyramid, a, b - a)
+
+
+__all__ = ["LevelMapError", "Pending", "available_cores", "plan_parts", "run_all", "scan_parallel", "scan_pool"]

@@ -1,29 +1,25 @@
 """The pieces of dlib's HOG scan that the parallel detection reproduces: the detector's serialized fields, the
-pyramid's level count, the coarse-to-fine steps and their prefetch (real dlib, real fixture photos)."""
+pyramid's level count, every cut between levels; and the passes the engine plans (real dlib, real fixture photos)."""
 
 from __future__ import annotations
 
-import math
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from emulator.face.decode import decode_image
-from emulator.face.engine import SMALL_COARSE_LEVEL, DetectionPass, DlibEngine
+from emulator.face.engine import DetectionPass, DlibEngine
 from emulator.face.hog import (
     DetectorBank,
     DetectorState,
     Pyramid,
     _encode_float,
     _read_float,
-    box_down,
     load_detector,
     scan_levels,
     scan_whole,
 )
-from emulator.face.parallel_scan import LevelScan
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
@@ -96,43 +92,19 @@ def test_the_level_count_is_dlibs(bank: DetectorBank) -> None:
     assert scan_levels(bank, pyramid, 0, pyramid.count - 1) == []  # the face is on the last level
 
 
-def test_coarse_levels_first_with_a_prefetched_finest_part(bank: DetectorBank) -> None:
-    rgb = photo("derived/t1_crop_700x394.jpg")
-    stock = [(c.score, c.box) for c in scan_whole(bank, rgb, 1)]
-    pool = ThreadPoolExecutor(max_workers=1)
-    try:
-        scan = LevelScan(bank, rgb, 1, 2, pool)
-        coarse = scan.scan_from(SMALL_COARSE_LEVEL, prefetch=True)
-        assert scan.plan(0)[0][0] == 0  # the prefetched part comes first
-        with pytest.raises(ValueError):
-            scan.scan_from(1)
-        whole = scan.scan_from(0)
-        assert [(c.score, box_down(c.box)) for c in whole] == stock
-        assert len(coarse) < len(whole)  # the small faces needed the finer levels
-        stopped = LevelScan(bank, rgb, 1, 2, pool)
-        stopped.scan_from(SMALL_COARSE_LEVEL, prefetch=True)
-        stopped.drop_prefetched()  # the coarse levels ended detection; if asked later, the finer ones scan anew
-        assert stopped.scanned_from == SMALL_COARSE_LEVEL
-        assert [(c.score, box_down(c.box)) for c in stopped.scan_from(0)] == stock
-    finally:
-        pool.shutdown()
+@pytest.mark.parametrize(
+    "name", ["people/kit_harington/john2.jpeg", "derived/t1_crop_700x394.jpg", "derived/t1_crop_600x604.jpg"]
+)
+def test_a_small_photo_gets_face_recognitions_boxes_and_scores(name: str, engine: DlibEngine) -> None:
+    rgb = photo(name)
+    height, width = rgb.shape[:2]
+    assert engine.detection_plan(width, height) == (DetectionPass(1.0, 1),)  # no coarse pass of its own
+    found, used = engine.detect(rgb)
+    assert used == DetectionPass(1.0, 1)
+    expected = [(c.box, c.score) for c in scan_whole(engine._detectors(), rgb, 1)]  # face_locations(img)
+    assert [((r.left(), r.top(), r.right(), r.bottom()), s) for r, s in found] == expected
 
 
-def test_small_photos_scan_coarse_levels_of_the_upsampled_scan_first(engine: DlibEngine) -> None:
-    coarse, fine = engine.detection_plan(700, 394)
-    assert (coarse.scale, coarse.upsample, coarse.first_level) == (1.0, 1, SMALL_COARSE_LEVEL)
-    assert fine == DetectionPass(1.0, 1)
-    assert coarse.min_face_side() == pytest.approx(80 / (2 * (5 / 6) ** SMALL_COARSE_LEVEL))
-    assert math.isclose(coarse.min_face_side(), 83, abs_tol=0.5)
-    # A photo too small to hold a face that would end detection early has only the one scan.
-    assert engine.detection_plan(150, 150) == (DetectionPass(1.0, 1),)
-    # Large photos keep a coarse scan of their own, on a small copy.
+def test_large_photos_keep_a_coarse_pass_on_a_small_copy(engine: DlibEngine) -> None:
     assert [p.scale for p in engine.detection_plan(1280, 720)] == [0.5, 1.0]
-
-
-def test_a_close_up_small_photo_is_answered_by_the_coarse_levels(engine: DlibEngine) -> None:
-    rgb = photo("people/kit_harington/john2.jpeg")
-    faces, used = engine.detect(rgb)
-    assert len(faces) == 1
-    assert used.first_level == SMALL_COARSE_LEVEL
-    assert faces[0][0].width() >= used.stop_factor * used.min_face_side()
+    assert [p.upsample for p in engine.detection_plan(1280, 720)] == [0, 0]

@@ -18,8 +18,8 @@ import pytest
 from emulator.face import parallel_scan
 from emulator.face.decode import decode_image
 from emulator.face.engine import DlibEngine
-from emulator.face.hog import Candidate, DetectorBank, Pyramid, box_down, overlap, scan_levels, scan_whole, suppress
-from emulator.face.parallel_scan import LevelScan, Pending, available_cores, run_all, scan_pool
+from emulator.face.hog import Candidate, DetectorBank, Pyramid, overlap, scan_levels, scan_whole, suppress
+from emulator.face.parallel_scan import Pending, available_cores, plan_parts, run_all, scan_parallel, scan_pool
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 GROUPS = [
@@ -51,14 +51,9 @@ def threads() -> Iterator[ThreadPoolExecutor]:
     pool.shutdown()
 
 
-def as_tuples(candidates: list[Candidate], upsample: int) -> list[tuple[float, int, tuple[int, int, int, int]]]:
-    """A scan's boxes in the input image's pixels (as dlib reports them), with scores and filters, in dlib's order."""
-    return [(c.score, c.weight_index, box_down(c.box) if upsample else c.box) for c in candidates]
-
-
-def stock(bank: DetectorBank, rgb: np.ndarray, upsample: int) -> list[tuple[float, int, tuple[int, int, int, int]]]:
-    """dlib's own single scan (its boxes are already in the input image's pixels)."""
-    return [(c.score, c.weight_index, c.box) for c in scan_whole(bank, rgb, upsample)]
+def as_tuples(candidates: list[Candidate]) -> list[tuple[float, int, tuple[int, int, int, int]]]:
+    """Scores, filters and boxes (in the input image's pixels, as dlib reports them), in dlib's order."""
+    return [(c.score, c.weight_index, c.box) for c in candidates]
 
 
 @pytest.mark.parametrize("name", GROUPS)
@@ -68,16 +63,12 @@ def test_a_scan_cut_into_parallel_parts_finds_the_boxes_and_scores_of_one_scan(
     rgb = photo(name)
     height, width = rgb.shape[:2]
     for upsample in (0, 1) if width * height <= UPSAMPLE_MAX_PIXELS else (0,):
-        one_scan = stock(bank, rgb, upsample)
+        one_scan = as_tuples(scan_whole(bank, rgb, upsample))
         assert one_scan, f"{name}: the test needs faces"
         for parts in (2, 3):
-            scan = LevelScan(bank, rgb, upsample, parts, threads)
-            cut = scan.plan(0)
+            cut = plan_parts(Pyramid(rgb, upsample, bank.state), parts)
             assert len(cut) == parts, cut  # really cut
-            assert as_tuples(scan.scan_from(0), upsample) == one_scan, (name, upsample, cut)
-        coarse_first = LevelScan(bank, rgb, upsample, 2, threads)
-        coarse_first.scan_from(coarse_first.count // 2)
-        assert as_tuples(coarse_first.scan_from(0), upsample) == one_scan  # coarse levels, then the rest
+            assert as_tuples(scan_parallel(bank, rgb, upsample, parts, threads)) == one_scan, (name, upsample, cut)
 
 
 def test_a_face_whose_windows_fall_on_both_sides_of_a_cut_is_found_once(bank: DetectorBank) -> None:
