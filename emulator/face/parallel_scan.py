@@ -44,6 +44,7 @@ T = TypeVar("T")
 RESIZE_COST = 0.2  # dlib's bilinear resize per output pixel, relative to scanning one pixel of a level
 PART_OVERHEAD = 20_000  # fixed cost of one scan call (setup, Python), in scanned-pixel equivalents (~0.6 ms)
 MIN_PART_PIXELS = 60_000  # a part scanning fewer pixels than this is not worth a thread of its own
+MIN_CUT_PIXELS = 250_000  # a scan of fewer pixels (all levels; ~8 ms) is not cut at all
 
 
 def available_cores() -> int:
@@ -109,7 +110,7 @@ def split_levels(
     A range from level 0 with upsample also pays for dlib's own doubling of the image. Each range: ready + its
     levels' pixels + a fixed overhead; ranges run at once, one per thread.
     """
-    if end - start <= 1 or parts <= 1:
+    if end - start <= 1 or parts <= 1 or sum(areas[start:end]) < MIN_CUT_PIXELS:
         return [(start, end)] if end > start else []
 
     def cost(a: int, b: int) -> float:
