@@ -9,10 +9,12 @@ with upsample 1 on the full image, ~4x the cost of upsample 0). dlib's HOG windo
 from ~80 px of the scanned copy up, so the scan's resolution is the smallest face it can find. Detection runs as
 passes from coarse to fine (:meth:`DlibEngine.detection_plan`), and stops early when the faces found are large:
 
-- Small images (at most ``upsample_max_pixels`` pixels, default 640x640): one pass, upsample 1 on the full image,
-  exactly as face_recognition does (faces down to ~40 px): the same boxes and scores. A coarse upsample 0 pass
-  first costs ~25 % of it and can end detection only when every face is at least 160 px, which on a small photo is
-  rare (4 of the 27 small fixture photos; never on a group photo): on average it cost more than it saved.
+- Small images (at most ``upsample_max_pixels`` pixels, default 640x640): upsample 0 on the full image first; if
+  every face it finds is at least 2x its limit (160 px), that is the answer, else upsample 1 on the full image,
+  exactly as face_recognition does (faces down to ~40 px). That first pass costs ~25 % of the second and on small
+  photos rarely ends detection (4 of the 27 small fixture photos; never a group photo), so it is skipped unless it
+  can: only if a probe, upsample 0 on a half-size copy (~1/16 of the upsample 1 pass), finds a face, i.e. one of
+  160 px or more. Without one, the upsample 1 pass answers alone: face_recognition's boxes and scores.
 - Larger images: upsample 0 on a copy whose longer side is ``coarse_side`` (default 640), which finds faces from
   ~1/8 of the photo's longer side up (160 px on a 1280x720 photo). If every face it finds is at least 1.25x that
   limit, that is the answer: the photo is a close-up, and faces much smaller than the ones found are not searched
@@ -61,6 +63,7 @@ HOG_WINDOW = 80  # dlib's frontal face detector finds faces from ~80 px of the s
 # A coarse pass ends detection when the smallest face it found is at least this many times the smallest face it
 # can find: faces near a scan's limit are found unreliably, so others of about their size may have been missed.
 COARSE_STOP_FACTOR = 1.25  # large images: the fine pass costs ~4-10x the coarse one
+SMALL_STOP_FACTOR = 2.0  # small images: the upsample 1 pass is cheap enough to be careful
 
 # Detector score -> confidence: logistic sigmoid(CONFIDENCE_SLOPE * score). dlib's HOG score is an SVM margin,
 # 0 at the detection threshold and ~0.5..3 for clear faces, so the mapping is monotonic with
@@ -102,12 +105,14 @@ class DetectionPass:
     """One HOG scan: on a copy scaled by ``scale`` (1.0 = the full image), with ``upsample`` doublings.
 
     After a pass that is not the last, detection stops if it found faces and the smallest is at least
-    ``stop_factor`` times :meth:`min_face_side`.
+    ``stop_factor`` times :meth:`min_face_side`. A ``probed`` pass runs only if a probe (upsample 0 at
+    ``scale / stop_factor``, which finds faces from that stop size up) finds a face: else it could not stop.
     """
 
     scale: float
     upsample: int
     stop_factor: float = COARSE_STOP_FACTOR
+    probed: bool = False
 
     def min_face_side(self) -> float:
         """The smallest face (original pixels) this pass finds."""
@@ -235,7 +240,7 @@ class DlibEngine:
     def detection_plan(self, width: int, height: int) -> tuple[DetectionPass, ...]:
         """The passes, coarse to fine, that scan an image of this size (see the module docstring)."""
         if width * height <= self.upsample_max_pixels:
-            return (DetectionPass(1.0, 1),)
+            return (DetectionPass(1.0, 0, stop_factor=SMALL_STOP_FACTOR, probed=True), DetectionPass(1.0, 1))
         longest = max(width, height)
         fine = DetectionPass(min(1.0, self.detect_max_side / longest), 0)
         coarse_scale = self.coarse_side / longest
@@ -253,6 +258,11 @@ class DlibEngine:
         threads = self.scan_threads()
         pool = scan_pool() if threads > 1 else None
         for number, scan in enumerate(plan, start=1):
+            last = number == len(plan)
+            if scan.probed and not last:
+                probe = _downscale(rgb, _scaled_size(width, height, scan.scale / scan.stop_factor))
+                if not scan_parallel(bank, probe, 0, threads, pool):
+                    continue  # no face of the stop size: this pass could not end detection
             copy = rgb if scan.scale >= 1.0 else _downscale(rgb, _scaled_size(width, height, scan.scale))
             try:
                 candidates = scan_parallel(bank, copy, scan.upsample, threads, pool)
@@ -260,7 +270,7 @@ class DlibEngine:
                 candidates = scan_whole(bank, copy, scan.upsample)
             copy_size = (copy.shape[1], copy.shape[0])
             found = [(_box_in_original(c.box, copy_size, (width, height)), c.score) for c in candidates]
-            if number == len(plan) or (
+            if last or (
                 found and min(box[2] - box[0] + 1 for box, _ in found) >= scan.stop_factor * scan.min_face_side()
             ):
                 return [(dlib.rectangle(*box), score) for box, score in found], scan

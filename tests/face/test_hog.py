@@ -92,19 +92,52 @@ def test_the_level_count_is_dlibs(bank: DetectorBank) -> None:
     assert scan_levels(bank, pyramid, 0, pyramid.count - 1) == []  # the face is on the last level
 
 
-@pytest.mark.parametrize(
-    "name", ["people/kit_harington/john2.jpeg", "derived/t1_crop_700x394.jpg", "derived/t1_crop_600x604.jpg"]
-)
-def test_a_small_photo_gets_face_recognitions_boxes_and_scores(name: str, engine: DlibEngine) -> None:
+def _scans(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
+    """Record the (width, height, upsample) of every scan the engine runs."""
+    from emulator.face import engine as engine_module
+
+    scans: list[tuple[int, int, int]] = []
+    real = engine_module.scan_parallel
+
+    def recording(bank: DetectorBank, copy: np.ndarray, upsample: int, threads: int, pool: object) -> object:
+        scans.append((copy.shape[1], copy.shape[0], upsample))
+        return real(bank, copy, upsample, threads, pool)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine_module, "scan_parallel", recording)
+    return scans
+
+
+SMALL_GROUPS = ["derived/t1_crop_700x394.jpg", "derived/t1_crop_600x604.jpg", "groups/kit_with_rose.jpg"]
+
+
+@pytest.mark.parametrize("name", SMALL_GROUPS)
+def test_a_small_group_photo_skips_the_coarse_pass_and_gets_face_recognitions_answer(
+    name: str, engine: DlibEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rgb = photo(name)
     height, width = rgb.shape[:2]
-    assert engine.detection_plan(width, height) == (DetectionPass(1.0, 1),)  # no coarse pass of its own
+    coarse, fine = engine.detection_plan(width, height)
+    assert coarse == DetectionPass(1.0, 0, stop_factor=2.0, probed=True) and fine == DetectionPass(1.0, 1)
+    scans = _scans(monkeypatch)
     found, used = engine.detect(rgb)
-    assert used == DetectionPass(1.0, 1)
+    # The probe (a half-size copy) found no face of 160 px or more: the coarse pass could not have ended detection.
+    assert scans == [(round(width / 2), round(height / 2), 0), (width, height, 1)]
+    assert used == fine
     expected = [(c.box, c.score) for c in scan_whole(engine._detectors(), rgb, 1)]  # face_locations(img)
     assert [((r.left(), r.top(), r.right(), r.bottom()), s) for r, s in found] == expected
 
 
-def test_large_photos_keep_a_coarse_pass_on_a_small_copy(engine: DlibEngine) -> None:
-    assert [p.scale for p in engine.detection_plan(1280, 720)] == [0.5, 1.0]
-    assert [p.upsample for p in engine.detection_plan(1280, 720)] == [0, 0]
+def test_a_small_close_up_is_still_answered_by_the_coarse_pass(
+    engine: DlibEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rgb = photo("people/kit_harington/john2.jpeg")
+    scans = _scans(monkeypatch)
+    found, used = engine.detect(rgb)
+    assert scans == [(315, 187, 0), (630, 374, 0)]  # the probe, then the coarse pass; no upsample 1 pass
+    assert used == engine.detection_plan(630, 374)[0]
+    assert len(found) == 1 and found[0][0].width() >= 160
+
+
+def test_large_photos_keep_a_coarse_pass_on_a_small_copy_without_a_probe(engine: DlibEngine) -> None:
+    plan = engine.detection_plan(1280, 720)
+    assert [(p.scale, p.upsample, p.probed) for p in plan] == [(0.5, 0, False), (1.0, 0, False)]
