@@ -197,8 +197,8 @@ class DetectorBank:
     """Thread-safe free lists of detectors: the stock one, and every-candidate ones per level count.
 
     A dlib detector keeps per-scan state, so a thread borrows one for a scan. A stock detector takes ~40 ms to build
-    (it is parsed from text); the others are deserialized from its bytes in ~2 ms. Lists grow to the number of
-    scans that ran at once, which the callers bound.
+    (it is parsed from text); the others are deserialized from its bytes in ~2 ms (~0.25 MB each). Lists grow to
+    the number of scans that ran at once (bounded by the scan threads and the requests in flight), per level count.
     """
 
     def __init__(self) -> None:
