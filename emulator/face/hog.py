@@ -1,12 +1,13 @@
 """dlib's HOG face scan, cut into parts that give exactly the scan's boxes and scores.
 
-How dlib scans (``object_detector<scan_fhog_pyramid<pyramid_down<6>>>``, dlib 19.x/20.x sources): with upsample 1 the
+How dlib scans (``object_detector<scan_fhog_pyramid<pyramid_down<6>>>``, read in dlib 20.0.1): with upsample 1 the
 image is first doubled (``pyramid_up``: a bilinear resize). Level 0 of the pyramid is that image; level k is level
 k-1 resized by 5/6 (``pyramid_down<6>``, the same bilinear resize), down to about 64 px. Every level is scored by the
 5 HOG filters of the frontal face detector; every window scoring at least 0 is a candidate, its box mapped from the
 level to the image (``rect_up``: ``p * 1.2 + 0.3`` per level, rounded with ``lround``). The candidates, best first,
-are kept unless they overlap one already kept (non-max suppression, see :func:`overlap`). With upsample the kept
-boxes are mapped back to the input image (``rect_down``).
+are kept unless they overlap one already kept (non-max suppression, see :func:`overlap`; the frontal face detector
+was trained with an IoU threshold of 0.33 and a covered threshold of 0.79, read from its bytes, not dlib's defaults
+0.5 and 1.0). With upsample the kept boxes are mapped back to the input image (``rect_down``).
 
 A contiguous range of levels ``[first, first + count)`` is scanned on its own, bit for bit:
 
@@ -19,10 +20,11 @@ A contiguous range of levels ``[first, first + count)`` is scanned on its own, b
   found ``first`` levels further down (:func:`_box_in_scan`).
 
 The candidates of all parts, suppressed here with the detector's own overlap test in dlib's order, are the boxes and
-scores of one scan (tests prove it on every fixture). Why levels and not horizontal bands of the image: a band's
-levels are resized from the band, and dlib's bilinear resize maps ``rows - 1`` onto ``rows' - 1``, so below level 0
-a band samples other positions than the full image: its scores differ slightly. Levels keep every sample. The
-largest level is about 31 % of a scan's work, so levels alone spread one scan over up to 3 cores.
+scores of one scan (tests/face prove it on the group fixtures and at every cut). Why levels and not horizontal bands
+of the image: a band's levels are resized from the band, and dlib's bilinear resize maps ``rows - 1`` onto
+``rows' - 1``, so below level 0 a band samples other positions than the full image: its scores differ slightly.
+Levels keep every sample. The largest level is about 31 % of a scan's work, so levels alone spread one scan over up
+to 3 cores.
 
 Known limit: dlib sorts candidates with ``std::sort``, which may order two candidates of exactly equal score either
 way; if two such candidates overlapped, the scan and the parts could keep different ones. Scores are float sums of
@@ -55,8 +57,10 @@ class LevelMapError(RuntimeError):
 
 @dataclass(frozen=True)
 class Candidate:
-    """A window that scored at least 0: ``score`` is dlib's detection confidence (SVM margin), ``box`` is in the
-    scanned image's pixels (the doubled image for upsample 1), ``weight_index`` is the HOG filter (0-4)."""
+    """A window that scored at least 0: ``score`` is dlib's detection confidence (SVM margin), ``weight_index`` the
+    HOG filter (0-4). ``box``: in the scanned image's pixels (the doubled image for upsample 1) from
+    :func:`scan_levels` and :func:`suppress`; in the input image's pixels from :func:`scan_whole` and
+    ``parallel_scan.scan_parallel``, as dlib reports them."""
 
     score: float
     weight_index: int

@@ -28,16 +28,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from emulator.face.hog import (
-    Candidate,
-    DetectorBank,
-    LevelMapError,
-    Pyramid,
-    box_down,
-    scan_levels,
-    scan_whole,
-    suppress,
-)
+from emulator.face.hog import Candidate, DetectorBank, Pyramid, box_down, scan_levels, scan_whole, suppress
 
 T = TypeVar("T")
 
@@ -164,6 +155,3 @@ def scan_parallel(
 
 def _part(bank: DetectorBank, pyramid: Pyramid, a: int, b: int) -> Callable[[], list[Candidate]]:
     return lambda: scan_levels(bank, pyramid, a, b - a)
-
-
-__all__ = ["LevelMapError", "Pending", "available_cores", "plan_parts", "run_all", "scan_parallel", "scan_pool"]
