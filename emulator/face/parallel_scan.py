@@ -98,8 +98,8 @@ def split_levels(
     """Cut levels ``[start, end)`` into at most ``parts`` contiguous ranges whose latest finish is the earliest.
 
     ``areas[k]`` is level k's pixel count; ``ready(a)`` is the resize work (in pixels) before level a's image exists.
-    A range from level 0 with upsample also pays for dlib's own doubling of the image. Each range: ready + its
-    levels' pixels + a fixed overhead; ranges run at once, one per thread.
+    A range from level 0 with upsample also waits for the doubled image. Each range: ready + its levels' pixels + a
+    fixed overhead; ranges run at once, one per thread.
     """
     if end - start <= 1 or parts <= 1 or sum(areas[start:end]) < MIN_CUT_PIXELS:
         return [(start, end)] if end > start else []
@@ -146,6 +146,8 @@ def scan_parallel(
     parts = plan_parts(pyramid, threads if pool is not None else 1)
     if len(parts) <= 1:
         return scan_whole(bank, source, upsample)
+    if upsample:  # every part needs the doubled image (the first would double it itself): make it once, here
+        pyramid.image(0)
     tasks = [_part(bank, pyramid, a, b) for a, b in parts]
     found = suppress([c for part in run_all(tasks, pool) for c in part], bank.state)
     if not upsample:
