@@ -148,12 +148,16 @@ def scan_parallel(
         return scan_whole(bank, source, upsample)
     if upsample:  # every part needs the doubled image (the first would double it itself): make it once, here
         pyramid.image(0)
-    tasks = [_part(bank, pyramid, a, b) for a, b in parts]
+    tasks = [_part(bank, pyramid, a, b, whole=b == pyramid.count) for a, b in parts]
     found = suppress([c for part in run_all(tasks, pool) for c in part], bank.state)
     if not upsample:
         return found
     return [Candidate(c.score, c.weight_index, box_down(c.box)) for c in found]
 
 
-def _part(bank: DetectorBank, pyramid: Pyramid, a: int, b: int) -> Callable[[], list[Candidate]]:
-    return lambda: scan_levels(bank, pyramid, a, b - a)
+def _part(bank: DetectorBank, pyramid: Pyramid, a: int, b: int, *, whole: bool) -> Callable[[], list[Candidate]]:
+    """Levels [a, b) in one scan call if they run to the last level; else one call per level, each from the shared
+    pyramid: a call scanning several levels would resize its later levels again, which a later part also needs."""
+    if whole:
+        return lambda: scan_levels(bank, pyramid, a, b - a)
+    return lambda: [c for level in range(a, b) for c in scan_levels(bank, pyramid, level, 1)]
