@@ -9,8 +9,9 @@ one, because the thread that asks for a detection always scans a part itself. It
   (``detect_threads=1``): there the processes already keep every core busy, one image each;
 - in the server process, a part that no pool thread has started yet is never waited for: once the asking thread
   has scanned its own part, it takes back every part still queued and scans it itself. Concurrent requests thus never
-  wait for each other's parts (each costs at most what it costs alone on one core), and the pool adds at most
-  ``cores - 1`` running scans to the process, whatever the number of requests;
+  wait for each other's parts (each costs about what it costs alone on one core: a cut scan does 0-8 % more work
+  than one call), and the pool adds at most ``cores - 1`` running scans to the process, whatever the number of
+  requests;
 - a pool belongs to the process that made it: a forked child makes its own, and none is made before a fork.
 
 How a scan is cut: contiguous level ranges, balanced by a cost model (a level costs its pixel count; the resizes
