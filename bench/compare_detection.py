@@ -1,5 +1,7 @@
 """Compare DlibEngine's detection with face_recognition's default pipeline on every fixture photo.
 
+The photos: every file of ``fixtures/MANIFEST.csv`` and every generated one in ``fixtures/derived/``.
+
 Baseline = what ``face_recognition.face_locations(img)`` + ``face_encodings(img)`` do: dlib HOG with upsample 1 on
 the full image, then the 5-point landmarks and the ResNet descriptor (num_jitters=1) of each box.
 
@@ -105,6 +107,13 @@ class Comparison:
         return min(self.cosines, default=float("nan"))
 
 
+def fixture_photos() -> list[tuple[str, str]]:
+    """(path under fixtures/, expected face count or "-") of every fixture photo: MANIFEST's, then derived/'s."""
+    rows = [(row["file"], row["faces_hog_upsample1"]) for row in csv.DictReader((FIXTURES / "MANIFEST.csv").open())]
+    derived = sorted(p for p in (FIXTURES / "derived").iterdir() if p.suffix.lower() in {".jpg", ".png", ".tiff"})
+    return rows + [(str(p.relative_to(FIXTURES)), "-") for p in derived]
+
+
 def compare(engine: DlibEngine, baseline: Baseline, file: str) -> Comparison:
     """Run both pipelines on ``fixtures/<file>`` (ours as the service calls it: bytes in)."""
     data = (FIXTURES / file).read_bytes()
@@ -135,7 +144,7 @@ def main() -> int:
     engine = DlibEngine(max_width=4000, max_height=4000)  # the fixtures include photos up to 2048x2333
     engine.warm_up()
     baseline = Baseline()
-    rows = list(csv.DictReader((FIXTURES / "MANIFEST.csv").open()))
+    photos = fixture_photos()
     header = (
         f"{'fixture':48} {'size':>9} {'exp':>3} {'base':>4} {'ms':>6} {'ours':>4} {'ms':>6} {'plan':>9} "
         f"{'minIoU':>6} {'minCos':>7}"
@@ -145,14 +154,14 @@ def main() -> int:
     mismatches = 0
     t_base: list[float] = []
     t_ours: list[float] = []
-    for row in rows:
-        c = compare(engine, baseline, row["file"])
+    for file, expected in photos:
+        c = compare(engine, baseline, file)
         t_base.append(c.baseline_s)
         t_ours.append(c.ours_s)
         mismatches += not c.same
         flag = "" if c.same else "  <-- DIFFERENT"
         print(
-            f"{c.file:48} {c.width:>4}x{c.height:<4} {row['faces_hog_upsample1']:>3} {c.baseline_faces:>4} "
+            f"{c.file:48} {c.width:>4}x{c.height:<4} {expected:>3} {c.baseline_faces:>4} "
             f"{c.baseline_s * 1000:>6.0f} {c.our_faces:>4} {c.ours_s * 1000:>6.0f} {c.scale:>5.2f}/u{c.upsample} "
             f"{c.min_iou:>6.3f} {c.min_cos:>7.4f}{flag}"
         )

@@ -11,7 +11,10 @@ passes from coarse to fine (:meth:`DlibEngine.detection_plan`), and stops early 
 
 - Small images (at most ``upsample_max_pixels`` pixels, default 640x640): upsample 0 on the full image first; if
   every face it finds is at least 2x its limit (160 px), that is the answer, else upsample 1 on the full image,
-  exactly as face_recognition does (faces down to ~40 px).
+  exactly as face_recognition does (faces down to ~40 px). That first pass costs ~25 % of the second and on small
+  photos rarely ends detection (4 of the 27 small fixture photos; never a group photo), so it is skipped unless it
+  can: only if a probe, upsample 0 on a half-size copy (~1/16 of the upsample 1 pass), finds a face, i.e. one of
+  160 px or more. Without one, the upsample 1 pass answers alone: face_recognition's boxes and scores.
 - Larger images: upsample 0 on a copy whose longer side is ``coarse_side`` (default 640), which finds faces from
   ~1/8 of the photo's longer side up (160 px on a 1280x720 photo). If every face it finds is at least 1.25x that
   limit, that is the answer: the photo is a close-up, and faces much smaller than the ones found are not searched
@@ -19,18 +22,23 @@ passes from coarse to fine (:meth:`DlibEngine.detection_plan`), and stops early 
   upsample 0 on a copy whose longer side is at most ``detect_max_side`` (default 1600): ~80 px faces on photos up
   to 1600 px, ~190 px on a 3840 px photo.
 
+Every pass uses the cores: its scan is cut into parts of its pyramid levels that run in parallel threads
+(``detect_threads``, one per core by default; :mod:`emulator.face.parallel_scan`), merged with dlib's own overlap
+test, so the boxes and scores are exactly those of dlib's single scan (:mod:`emulator.face.hog`).
+
 Boxes are mapped back to the original pixels; landmarks and descriptors are always computed on the
 full-resolution image (the descriptor of a given box is face_recognition's, to float32 rounding). On every photo in
 ``fixtures/`` this finds the same faces as the default pipeline (``bench/compare_detection.py``); boxes found on a
 downscaled copy differ by a few pixels, so embeddings differ slightly (cosine >= 0.99 on the fixtures).
 
 Descriptors: the chips of all the faces of an image go through the descriptor network in one batch, computed by
-the embedder named by ``embedder`` (``SMARTY_EMBEDDER``, see :mod:`emulator.face.embedder`): ``onnx`` (the default)
-or ``numpy`` (dlib's network and weights on ONNX Runtime or numpy's BLAS) or ``dlib`` (dlib's own
+the embedder named by ``embedder`` (``SMARTY_EMBEDDER``, see :mod:`emulator.face.embedder`): ``numpy`` (the default)
+or ``onnx`` (dlib's network and weights on numpy's BLAS or ONNX Runtime) or ``dlib`` (dlib's own
 ``compute_face_descriptor``, the reference); all agree to float32 rounding.
 
-Thread safety: an HOG detector keeps per-scan state, so each thread borrows its own from a free list (dlib
-releases the GIL while scanning, so detections run in parallel threads). The shape predictor is read-only and
+Thread safety: an HOG detector keeps per-scan state, so each scan borrows its own from a bank
+(:class:`emulator.face.hog.DetectorBank`; dlib releases the GIL while scanning, so detections run in parallel
+threads). The shape predictor is read-only and
 shared. The onnx and numpy embedders are stateless and run in parallel threads; dlib's descriptor network keeps
 per-call state and holds the GIL, so it runs under a lock (use processes, ``emulator.face.pool``). Models load
 once, lazily.
@@ -40,8 +48,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,7 +56,9 @@ from PIL import Image
 
 from emulator.face.decode import decode_image
 from emulator.face.embedder import DEFAULT_EMBEDDER, EMBEDDERS, Embedder, make_embedder
+from emulator.face.hog import Box, DetectorBank, LevelMapError, scan_whole
 from emulator.face.models import model_paths
+from emulator.face.parallel_scan import available_cores, scan_parallel, scan_pool
 from emulator.ops.timing import timed
 
 if TYPE_CHECKING:
@@ -103,12 +111,14 @@ class DetectionPass:
     """One HOG scan: on a copy scaled by ``scale`` (1.0 = the full image), with ``upsample`` doublings.
 
     After a pass that is not the last, detection stops if it found faces and the smallest is at least
-    ``stop_factor`` times :meth:`min_face_side`.
+    ``stop_factor`` times :meth:`min_face_side`. A ``probed`` pass runs only if a probe (upsample 0 at
+    ``scale / stop_factor``, which finds faces from that stop size up) finds a face: else it could not stop.
     """
 
     scale: float
     upsample: int
     stop_factor: float = COARSE_STOP_FACTOR
+    probed: bool = False
 
     def min_face_side(self) -> float:
         """The smallest face (original pixels) this pass finds."""
@@ -127,6 +137,8 @@ class DlibEngine:
             found there ends detection.
         detect_max_side: if the coarse scan finds nothing, a copy whose longer side is at most this is scanned
             with upsample 0 (faces below ~80 px in that copy are missed). Larger is slower, finds smaller faces.
+        detect_threads: threads that scan one image (its HOG pyramid levels, in parallel; the answer is the same);
+            0 = one per core this process may run on. The analysis worker processes use 1.
         embedder: ``numpy`` (the default), ``onnx`` or ``dlib`` (see :mod:`emulator.face.embedder`); the app passes
             ``SMARTY_EMBEDDER``.
     """
@@ -140,6 +152,7 @@ class DlibEngine:
         upsample_max_pixels: int = 640 * 640,
         coarse_side: int = 640,
         detect_max_side: int = 1600,
+        detect_threads: int = 0,
         embedder: str = DEFAULT_EMBEDDER,
     ) -> None:
         self.max_width = max_width
@@ -148,14 +161,14 @@ class DlibEngine:
         self.upsample_max_pixels = upsample_max_pixels
         self.coarse_side = coarse_side
         self.detect_max_side = detect_max_side
+        self.detect_threads = detect_threads
         self.embedder = embedder
         if self.embedder not in EMBEDDERS:
             raise ValueError(f"unknown embedder {self.embedder!r}; expected one of {', '.join(EMBEDDERS)}")
         self._models: _Models | None = None
         self._load_lock = threading.Lock()
         self._embedders: dict[str, Embedder] = {}  # by name: a pool worker may switch (see emulator.face.pool)
-        self._free_detectors: list[Any] = []  # dlib.fhog_object_detector, one per concurrent scan
-        self._detectors_lock = threading.Lock()
+        self._bank: DetectorBank | None = None  # HOG detectors, borrowed one per concurrent scan
 
     def options(self) -> dict[str, int | str]:
         """The constructor arguments: ``DlibEngine(**engine.options())`` analyses exactly like this engine."""
@@ -166,6 +179,7 @@ class DlibEngine:
             "upsample_max_pixels": self.upsample_max_pixels,
             "coarse_side": self.coarse_side,
             "detect_max_side": self.detect_max_side,
+            "detect_threads": self.detect_threads,
             "embedder": self.embedder,
         }
 
@@ -182,8 +196,8 @@ class DlibEngine:
 
         models = self._get_models()
         rgb = _synthetic_image(200)
-        with self._detector() as detector:
-            detector.run(rgb, 1, 0.0)
+        # One thread: warm-up may run in a process that is forked afterwards (the analysis pool's forkserver).
+        scan_whole(self._detectors(), rgb, 1)
         shape = models.predictor(rgb, dlib.rectangle(50, 50, 149, 149))
         chip = dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
         self._get_embedder().descriptors([np.asarray(chip)])
@@ -210,24 +224,18 @@ class DlibEngine:
 
                 paths = model_paths()
                 self._models = _Models(predictor=dlib.shape_predictor(str(paths.shape_predictor)))
-                with self._detectors_lock:
-                    self._free_detectors.append(dlib.get_frontal_face_detector())
+                self._bank = DetectorBank()
             return self._models
 
-    @contextmanager
-    def _detector(self) -> Iterator[Any]:
-        """Borrow an HOG detector for one scan (a new one, ~0.1 s to build, when all are in use)."""
-        with self._detectors_lock:
-            detector = self._free_detectors.pop() if self._free_detectors else None
-        if detector is None:
-            import dlib
+    def _detectors(self) -> DetectorBank:
+        self._get_models()
+        assert self._bank is not None
+        return self._bank
 
-            detector = dlib.get_frontal_face_detector()
-        try:
-            yield detector
-        finally:
-            with self._detectors_lock:
-                self._free_detectors.append(detector)
+    def scan_threads(self) -> int:
+        """Threads that scan one image: ``detect_threads``, or one per available core if 0; at most the cores."""
+        cores = available_cores()
+        return min(self.detect_threads, cores) if self.detect_threads > 0 else cores
 
     # -- analysis --------------------------------------------------------------------------------------------
 
@@ -254,7 +262,7 @@ class DlibEngine:
     def detection_plan(self, width: int, height: int) -> tuple[DetectionPass, ...]:
         """The passes, coarse to fine, that scan an image of this size (see the module docstring)."""
         if width * height <= self.upsample_max_pixels:
-            return (DetectionPass(1.0, 0, stop_factor=SMALL_STOP_FACTOR), DetectionPass(1.0, 1))
+            return (DetectionPass(1.0, 0, stop_factor=SMALL_STOP_FACTOR, probed=True), DetectionPass(1.0, 1))
         longest = max(width, height)
         fine = DetectionPass(min(1.0, self.detect_max_side / longest), 0)
         coarse_scale = self.coarse_side / longest
@@ -264,15 +272,30 @@ class DlibEngine:
 
     def detect(self, rgb: np.ndarray) -> tuple[list[tuple[dlib.rectangle, float]], DetectionPass]:
         """Face boxes (original pixels) and HOG scores of an RGB array, and the pass that produced them."""
+        import dlib
+
         height, width = rgb.shape[:2]
         plan = self.detection_plan(width, height)
-        with self._detector() as detector:
-            for number, scan in enumerate(plan, start=1):
-                found = _scan(detector, rgb, scan)
-                if number == len(plan) or (
-                    found and min(rect.width() for rect, _ in found) >= scan.stop_factor * scan.min_face_side()
-                ):
-                    return found, scan
+        bank = self._detectors()
+        threads = self.scan_threads()
+        pool = scan_pool() if threads > 1 else None
+        for number, scan in enumerate(plan, start=1):
+            last = number == len(plan)
+            if scan.probed and not last:
+                probe = _downscale(rgb, _scaled_size(width, height, scan.scale / scan.stop_factor))
+                if not scan_parallel(bank, probe, 0, threads, pool):
+                    continue  # no face of the stop size: this pass could not end detection
+            copy = rgb if scan.scale >= 1.0 else _downscale(rgb, _scaled_size(width, height, scan.scale))
+            try:
+                candidates = scan_parallel(bank, copy, scan.upsample, threads, pool)
+            except LevelMapError:  # never seen: the scan in one piece gives the same answer
+                candidates = scan_whole(bank, copy, scan.upsample)
+            copy_size = (copy.shape[1], copy.shape[0])
+            found = [(_box_in_original(c.box, copy_size, (width, height)), c.score) for c in candidates]
+            if last or (
+                found and min(box[2] - box[0] + 1 for box, _ in found) >= scan.stop_factor * scan.min_face_side()
+            ):
+                return [(dlib.rectangle(*box), score) for box, score in found], scan
         raise AssertionError("a detection plan has at least one pass")
 
     def face_chips(self, rgb: np.ndarray) -> list[np.ndarray]:
@@ -320,27 +343,17 @@ class DlibEngine:
         return faces
 
 
-def _scan(detector: Any, rgb: np.ndarray, scan: DetectionPass) -> list[tuple[dlib.rectangle, float]]:
-    """Run one HOG pass; boxes are mapped back to ``rgb``'s pixels."""
-    import dlib
+def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
-    if scan.scale >= 1.0:
-        rects, scores, _ = detector.run(rgb, scan.upsample, 0.0)
-        return list(zip(rects, scores, strict=True))
-    height, width = rgb.shape[:2]
-    small_size = (max(1, round(width * scan.scale)), max(1, round(height * scan.scale)))
-    rects, scores, _ = detector.run(_downscale(rgb, small_size), scan.upsample, 0.0)
-    sx, sy = width / small_size[0], height / small_size[1]
-    mapped = [
-        dlib.rectangle(
-            round(r.left() * sx),
-            round(r.top() * sy),
-            round((r.right() + 1) * sx) - 1,
-            round((r.bottom() + 1) * sy) - 1,
-        )
-        for r in rects
-    ]
-    return list(zip(mapped, scores, strict=True))
+
+def _box_in_original(box: Box, copy_size: tuple[int, int], size: tuple[int, int]) -> Box:
+    """A box of a scaled copy in the original's pixels (the identity for the full image)."""
+    if copy_size == size:
+        return box
+    sx, sy = size[0] / copy_size[0], size[1] / copy_size[1]
+    left, top, right, bottom = box
+    return (round(left * sx), round(top * sy), round((right + 1) * sx) - 1, round((bottom + 1) * sy) - 1)
 
 
 def _downscale(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

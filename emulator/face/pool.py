@@ -12,6 +12,10 @@ Workers come from a ``forkserver`` that preloads :mod:`emulator.face.pool_preloa
 once: each worker is a fork of that process, ready at once. The server's own process (threads, sockets, SQLite) is
 never forked. (Worker processes import the main module again: it must guard its entry point with
 ``if __name__ == "__main__"``.)
+
+Each worker detects with one thread (``detect_threads=1``): the workers already keep every core busy, one image
+each, so the threads that scan one image in parallel (:mod:`emulator.face.parallel_scan`) would only oversubscribe
+the cores.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ _worker_engine: DlibEngine | None = None
 
 def _init_worker(options: Mapping[str, Any]) -> None:
     global _worker_engine
+    options = {**options, "detect_threads": 1}  # the processes already use every core
     limit_blas_threads()  # one per worker process: the pool has a process per core
     try:
         from emulator.face.pool_preload import ENGINE  # already imported (and warm) in a forkserver child
