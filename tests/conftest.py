@@ -1,7 +1,13 @@
-"""Shared fixtures: one real dlib engine per test session, and real servers on loopback."""
+"""Shared fixtures: one real dlib engine per test session, real servers on loopback, and the store backend.
+
+A module runs against both backends with ``pytestmark = BOTH_BACKENDS``: its tests run once with SQLite and once
+with PostgreSQL (a real server started once per session, a fresh database per module). Without it, ``backend`` is
+SQLite.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +16,9 @@ import pytest
 from emulator.app import default_engine
 from emulator.face.engine import DlibEngine
 from emulator.settings import Settings
+from tests.support.backends import Backend
 from tests.support.emulator_server import EmulatorServer
+from tests.support.postgres import PostgresCluster, missing_reason
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +29,31 @@ def engine() -> DlibEngine:
     return real
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL server for the whole session. Missing PostgreSQL: the test fails in CI (``CI=true``), else
+    it is skipped, with the reason."""
+    reason = missing_reason()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"PostgreSQL is needed in CI: {reason}")
+        pytest.skip(reason)
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture(scope="module")
-def server(engine: DlibEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    """A real emulator (real dlib) with its own data dir, shared by one test module."""
-    running = EmulatorServer(tmp_path_factory.mktemp("data"), engine=engine).start()
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The store backend of the module's servers: ``sqlite`` unless the module is parametrized over both."""
+    name = getattr(request, "param", "sqlite")
+    return Backend(name, request.getfixturevalue("postgres") if name == "postgres" else None)
+
+
+@pytest.fixture(scope="module")
+def server(engine: DlibEngine, backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    """A real emulator (real dlib) with its own data dir (and database), shared by one test module."""
+    running = EmulatorServer(tmp_path_factory.mktemp("data"), engine=engine, **backend.settings()).start()
     yield running
     running.stop()
 

@@ -24,7 +24,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emulator.persons.types import DEFAULT_CLIENT
+from emulator.store.sqlite import file_secret
 
 SECRET_FILENAME = "oauth-secret"
 _ACCESS = "a"
@@ -65,23 +65,8 @@ class AccessCheck:
 
 
 def load_or_create_secret(data_dir: Path) -> bytes:
-    """The signing secret of ``data_dir``, created on first use (atomically: first writer wins)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / SECRET_FILENAME
-    if not path.exists():
-        temp = data_dir / f".{SECRET_FILENAME}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_hex(32))
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.link(temp, path)  # fails if another process got there first; theirs wins
-        except FileExistsError:
-            pass
-        finally:
-            temp.unlink()
-    return bytes.fromhex(path.read_text().strip())
+    """The signing secret of ``data_dir`` (file ``oauth-secret``), created on first use (first writer wins)."""
+    return file_secret(data_dir / SECRET_FILENAME)
 
 
 def _b64(data: bytes) -> str:
