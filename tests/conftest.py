@@ -7,7 +7,6 @@ SQLite.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import pytest
 from emulator.app import default_engine
 from emulator.face.engine import DlibEngine
 from emulator.settings import Settings
-from tests.support.backends import Backend
+from tests.support.backends import BACKENDS, Backend
 from tests.support.emulator_server import EmulatorServer
-from tests.support.postgres import PostgresCluster, missing_reason
+from tests.support.postgres import PostgresCluster, require_postgres
 
 
 @pytest.fixture(scope="session")
@@ -29,15 +28,17 @@ def engine() -> DlibEngine:
     return real
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of a ``BOTH_BACKENDS`` module that use the backend (through a server or directly) run on both."""
+    if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
     """A PostgreSQL server for the whole session. Missing PostgreSQL: the test fails in CI (``CI=true``), else
     it is skipped, with the reason."""
-    reason = missing_reason()
-    if reason is not None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"PostgreSQL is needed in CI: {reason}")
-        pytest.skip(reason)
+    require_postgres()
     cluster = PostgresCluster().start()
     yield cluster
     cluster.stop()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.backends import BOTH_BACKENDS
 from tests.support.emulator_server import EmulatorServer, fixture
+
+pytestmark = BOTH_BACKENDS
 
 # One enrolled photo per person, and the other (distinct) photos of that person.
 PEOPLE = {

@@ -12,8 +12,10 @@ from emulator.settings import Settings
 from emulator.store import Store, store_from_settings
 from tests.support.postgres import PostgresCluster
 
-BOTH_BACKENDS = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
-"""``pytestmark = BOTH_BACKENDS``: every test of the module runs with SQLite and with PostgreSQL."""
+BACKENDS = ("sqlite", "postgres")
+BOTH_BACKENDS = pytest.mark.both_backends
+"""``pytestmark = BOTH_BACKENDS``: every test of the module that uses a server or the ``backend`` fixture runs with
+SQLite and with PostgreSQL (``tests/conftest.py`` parametrizes them)."""
 
 
 @dataclass(frozen=True)

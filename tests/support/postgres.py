@@ -22,6 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from tests.support.emulator_server import free_port
 
 SEARCH = "/usr/lib/postgresql"
@@ -51,6 +53,16 @@ def missing_reason() -> str | None:
         except KeyError:
             return f"running as root, and there is no {USER!r} user to run PostgreSQL as"
     return None
+
+
+def require_postgres() -> None:
+    """Skip the test when no cluster can be started here, with the reason; in CI (``CI=true``) fail instead."""
+    reason = missing_reason()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"PostgreSQL is needed in CI: {reason}")
+    pytest.skip(reason)
 
 
 class PostgresCluster:
