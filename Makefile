@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 
-.PHONY: run test lint chromium bench
+.PHONY: run test lint chromium postgresql bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +16,13 @@ run: $(BIN)/python
 	$(BIN)/python -m pip install --quiet .
 	$(BIN)/smarty-emulator serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-test: $(BIN)/python chromium
+test: $(BIN)/python chromium postgresql
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Benchmarks (about 3 minutes): writes bench/RESULTS.md.
-bench: $(BIN)/python
+# Benchmarks (about 5 minutes): writes bench/RESULTS.md.
+bench: $(BIN)/python postgresql
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	BENCH_VIA_MAKE=1 $(BIN)/python bench/run.py
 
@@ -39,4 +39,17 @@ chromium:
 			|| echo "chromium could not be installed: the browser tests will skip (and fail in CI)"; \
 	else \
 		echo "skipping the chromium install (needs root and apt-get): the browser tests will skip (and fail in CI)"; \
+	fi
+
+# Debian's PostgreSQL server for the PostgreSQL tests and the benchmark's SQLite-vs-PostgreSQL figures (the tests
+# start their own throw-away server), installed where missing if this is root with apt-get. Otherwise those tests
+# skip (and fail in CI, where CI=true).
+postgresql:
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's postgresql for the PostgreSQL tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+			|| echo "postgresql could not be installed: the PostgreSQL tests will skip (and fail in CI)"; \
+	else \
+		echo "skipping the postgresql install (needs root and apt-get): the PostgreSQL tests will skip (and fail in CI)"; \
 	fi

@@ -7,12 +7,13 @@ same exchange so that a client's refresh logic is exercised.
 
 Tokens are self-verifying: a token is ``<payload>.<signature>``, both base64url, where the
 payload names the token kind, the client and (for access tokens) the expiry, and the
-signature is an HMAC-SHA256 under a secret kept in the data dir (``oauth-secret``, created
-once). Every worker process reads the same secret, so a token issued by one worker is
-accepted by all of them, and by the same data dir after a restart, without a database
-write per token. Consequences, documented as differences from the real service: tokens
-cannot be revoked one by one (replace the secret file to revoke all), refresh tokens do
-not expire, and the real limit of 25 active tokens per project is not enforced.
+signature is an HMAC-SHA256 under a secret kept with the store (``Store.secret("oauth")``,
+created once: the data dir's ``oauth-secret`` file, or a row of the PostgreSQL database).
+Every worker process, and every replica sharing a database, reads the same secret, so a token
+issued by one is accepted by all of them, and after a restart, without a database write per
+token. Consequences, documented as differences from the real service: tokens cannot be
+revoked one by one (replace the secret to revoke all), refresh tokens do not expire, and the
+real limit of 25 active tokens per project is not enforced.
 
 The clock is injectable (``TokenIssuer.clock``) so tests can pass an hour in no time.
 """
@@ -28,12 +29,9 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from emulator.persons.types import DEFAULT_CLIENT
-from emulator.store.sqlite import file_secret
 
-SECRET_FILENAME = "oauth-secret"
 _ACCESS = "a"
 _REFRESH = "r"
 _ANY_CLIENT_ID = ""  # the client id recorded in tokens issued in the open (default) mode
@@ -62,11 +60,6 @@ class AccessCheck:
 
     client: str
     expired: bool
-
-
-def load_or_create_secret(data_dir: Path) -> bytes:
-    """The signing secret of ``data_dir`` (file ``oauth-secret``), created on first use (first writer wins)."""
-    return file_secret(data_dir / SECRET_FILENAME)
 
 
 def _b64(data: bytes) -> str:
