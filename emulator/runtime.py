@@ -17,7 +17,7 @@ from emulator.control.journal import Journal
 from emulator.control.seed import seed_at_startup
 from emulator.control.state import BOOT_ID_ENV, SharedState, SqliteSharedState
 from emulator.face.engine import FaceEngine
-from emulator.ops.observe import Observer
+from emulator.ops.observe import Observer, RequestRecord
 from emulator.persons.auth import TokenDirectory
 from emulator.persons.oauth import TokenIssuer
 from emulator.persons.service import PersonsService
@@ -77,7 +77,7 @@ class Runtime:
 
     def _shared_state(self) -> SharedState:
         """The testing aids' state: in the data dir (one run), or in PostgreSQL (every replica, kept)."""
-        if not self.base_settings.database_url:
+        if not self.state_is_remote:
             return SqliteSharedState(self.base_settings.data_dir, self.boot_id)
         from emulator.control.state_postgres import PostgresSharedState
         from emulator.store.postgres import Database, PostgresStore
@@ -106,6 +106,21 @@ class Runtime:
         if self.startup_error:
             report["error"] = self.startup_error
         return report
+
+    @property
+    def state_is_remote(self) -> bool:
+        """True when the store and the shared state are reached over the network (PostgreSQL): their calls must
+        then stay off the event loop, where a slow or unreachable database would hold up every request."""
+        return bool(self.base_settings.database_url)
+
+    def observe(self, record: RequestRecord) -> None:
+        """Hand a finished request to every observer (journal, metrics, log line); one failing never breaks a
+        response."""
+        for observer in list(self.observers):
+            try:
+                observer(record)
+            except Exception:
+                log.exception("request observer failed")
 
     def note_failure(self, exc: BaseException) -> None:
         """Remember the last internal failure of a request (health shows it)."""
@@ -184,7 +199,7 @@ class Runtime:
                 self.sync_shared()
                 self.store.open()
             except StoreError as exc:
-                if not self.base_settings.database_url:
+                if not self.state_is_remote:
                     raise
                 self.startup_error = f"{type(exc).__name__}: {exc}"
                 if not retry:

@@ -109,11 +109,7 @@ class OverloadMiddleware:
             envelope_status=OVERLOAD_ENVELOPE_STATUS,
             http_status=status,
         )
-        for observer in list(self.runtime.observers):
-            try:
-                observer(record)
-            except Exception:  # an observer must never break a response
-                log.exception("request observer failed")
+        await observe(self.runtime, record)
         headers: list[Any] = [
             (b"content-type", envelope.JSON_MEDIA_TYPE.encode()),
             (b"content-length", str(len(payload)).encode()),
@@ -121,6 +117,14 @@ class OverloadMiddleware:
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+async def observe(runtime: Runtime, record: RequestRecord) -> None:
+    """Hand a finished request to the observers; in a worker thread when the journal is over the network."""
+    if runtime.state_is_remote:
+        await run_in_threadpool(runtime.observe, record)
+    else:
+        runtime.observe(record)
 
 
 class SharedStateSyncMiddleware:
@@ -139,7 +143,7 @@ class SharedStateSyncMiddleware:
         if scope["type"] == "http" and scope.get("path") not in self.UNSYNCED_PATHS:
             log = logging.getLogger("emulator.shared_state")
             try:
-                if self.runtime.base_settings.database_url:
+                if self.runtime.state_is_remote:
                     await run_in_threadpool(self.runtime.sync_shared)
                 else:
                     self.runtime.sync_shared()

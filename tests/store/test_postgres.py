@@ -131,6 +131,15 @@ def test_database_down_under_a_running_server(
         assert server.set(0, 1, "people/obama/obama.jpg")["status"] == 0
         cluster.stop_server("fast")
         try:
+            # The first request waits up to database_timeout for a connection, off the event loop: meanwhile the
+            # server answers health checks (and everything else) at once.
+            waiting = threading.Thread(target=server.call, args=("truncate", {"space": "1"}))
+            waiting.start()
+            time.sleep(0.3)
+            started = time.monotonic()
+            assert server.http.get("/emulator/health").status_code == 200
+            assert time.monotonic() - started < TIMEOUT / 2
+            waiting.join(timeout=30)
             for method in ("recognize", "set", "truncate"):
                 started = time.monotonic()
                 meta = {"space": "0", "images": [{"name": "f", "person_id": 2}]} if method != "truncate" else {}
