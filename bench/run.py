@@ -924,11 +924,13 @@ def _pg_throughput(res: Results, cluster: Any, seconds: float) -> None:
     res.add(
         f"8 concurrent loopback clients sending the single-face photo (cache off), spread evenly over the servers, "
         f"twice {seconds / 2:.0f} s per setup in the order SQLite, PostgreSQL, PostgreSQL, SQLite. `cores used`: "
-        "CPU seconds of the servers (and of the PostgreSQL server's processes) divided by wall time."
+        "CPU seconds of the servers (and of the PostgreSQL server's processes) divided by wall time; `CPU per "
+        "request`: the same CPU seconds divided by the requests served (what sizing needs: 1 / it is the requests "
+        "per second one core serves)."
     )
     res.add()
-    res.add("| setup | req/s | p50 | p95 | errors | cores used | PostgreSQL CPU per request |")
-    res.add("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    res.add("| setup | req/s | p50 | p95 | errors | cores used | CPU per request | of which PostgreSQL |")
+    res.add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     rates = {}
     for label, runs in windows.items():
         wall = sum(w.wall for w in runs)
@@ -938,6 +940,7 @@ def _pg_throughput(res: Results, cluster: Any, seconds: float) -> None:
         res.add(
             f"| {label} | {rates[label]:.1f} | {ms(statistics.median(latencies))} | {ms(pct(latencies, 95))} | "
             f"{sum(w.errors for w in runs)} | {sum(w.cpu for w in runs) / wall:.2f} | "
+            f"{ms(sum(w.cpu for w in runs) / max(1, requests))} | "
             f"{ms(sum(w.database_cpu for w in runs) / max(1, requests))} |"
         )
     res.add()
