@@ -2,10 +2,10 @@
 
 It implements :class:`emulator.store.records.Store` as the SQLite store does, with the database's own means:
 
-* **One writer per space, across machines.** A write transaction locks its space's row of ``spaces``
-  (``SELECT ... FOR UPDATE``, the row created first if missing) and holds it until commit, as ``BEGIN IMMEDIATE``
-  does for SQLite: a new person id (the index's largest + 1) is never given twice, whichever replica the racing
-  requests reach. Writes to other spaces do not wait.
+* **One writer per space, across machines.** A write transaction takes its space's lock (a transaction-level
+  advisory lock on (client, space)) and holds it until it commits, as ``BEGIN IMMEDIATE`` does for SQLite: a new
+  person id (the index's largest + 1) is never given twice, whichever replica the racing requests reach. Writes to
+  other spaces do not wait. A transaction that changed nothing wrote nothing, so it commits without a disk wait.
 * **Generations.** Every committed change bumps the space's generation in the same transaction; a replica compares
   it with its in-memory index once per request (one primary-key read) and reloads the space only when it moved.
   Inside a write, ``generation`` and ``load_space`` read through the write's own connection (kept per thread), so
@@ -416,16 +416,16 @@ class PostgresStore:
 
     @contextmanager
     def write(self, key: SpaceKey) -> Iterator[PgSpaceWriter]:
-        """A write transaction on one space, holding the lock on its row of ``spaces`` until commit."""
-        lock = "SELECT generation FROM spaces WHERE client = %s AND space = %s FOR UPDATE"
+        """A write transaction on one space, holding the space's lock until it commits or rolls back."""
         args = (key.client, key.space)
         with self.database.connection("write") as conn, conn.transaction():
-            row = conn.execute(lock, args).fetchone()
-            if row is None:  # the space's first write: create its row (a racing creator's wins), then lock it
-                conn.execute("INSERT INTO spaces (client, space) VALUES (%s, %s) ON CONFLICT DO NOTHING", args)
-                row = conn.execute(lock, args).fetchone()
-            assert row is not None
-            writer = PgSpaceWriter(conn, key, int(row[0]))
+            # A transaction-level advisory lock on (client, space), not a row lock: a recognize that may write
+            # (update_embedding is on by default) but changes nothing then writes nothing at all — no WAL, no
+            # transaction id, no fsync at commit. Taken before the generation is read: in READ COMMITTED each
+            # statement sees what was committed when it began, so the read must come after the wait.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", args)
+            row = conn.execute("SELECT generation FROM spaces WHERE client = %s AND space = %s", args).fetchone()
+            writer = PgSpaceWriter(conn, key, int(row[0]) if row else 0)
             self._local.conn = conn
             try:
                 yield writer
@@ -434,7 +434,9 @@ class PostgresStore:
             if writer.delta.changed or writer.aliases_changed:
                 new_generation = writer.generation + 1
                 conn.execute(
-                    "UPDATE spaces SET generation = %s WHERE client = %s AND space = %s", (new_generation, *args)
+                    "INSERT INTO spaces (client, space, generation) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (client, space) DO UPDATE SET generation = excluded.generation",
+                    (*args, new_generation),
                 )
                 writer.delta.new_generation = new_generation
 
@@ -450,11 +452,8 @@ class PostgresStore:
         return [SpaceCounts(SpaceKey(ClientId(r[0]), int(r[1])), int(r[2]), int(r[3])) for r in rows]
 
     def space_keys(self, client: ClientId | None = None, space: int | None = None) -> list[SpaceKey]:
-        """A space's row is made by its first write even if nothing changes; one that never changed is not listed
-        (as in SQLite, where the row is written with the first change)."""
         rows = self.query(
-            "SELECT client, space FROM spaces WHERE generation > 0 UNION SELECT client, space FROM faces"
-            " ORDER BY client, space"
+            "SELECT client, space FROM spaces UNION SELECT client, space FROM faces ORDER BY client, space"
         )
         keys = [SpaceKey(ClientId(r[0]), int(r[1])) for r in rows]
         return [k for k in keys if (client is None or k.client == client) and (space is None or k.space == space)]
