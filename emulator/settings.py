@@ -108,8 +108,8 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "",
         "PostgreSQL to keep all state in, e.g. `postgresql://user:pass@host:5432/smarty` (a database of its own), "
-        "so that replicas on several machines act as one service (see [Scaling](scaling.md)). Empty: SQLite in "
-        "the data dir. The password never appears in logs, errors, `/metrics` or the journal.",
+        "so that replicas on several machines act as one service (see docs/scaling.md). Empty: SQLite in the data "
+        "dir. The password never appears in logs, errors, `/metrics` or the journal.",
     ),
     Setting(
         "database_timeout",
