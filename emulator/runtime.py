@@ -170,8 +170,8 @@ class Runtime:
                 self.startup.add("models")
             self.engine.warm_up()  # loads the models if not yet, and runs one detection
             self.startup.update(("models", "warm-up"))
-            if not opened:
-                self._open_store(retry=True)
+            if not opened and not self._open_store(retry=True):
+                return  # the server is stopping before its database ever came
             if self.settings.seed:  # SMARTY_SEED: applied once per start, before readiness
                 seed_at_startup(
                     self.store,
@@ -190,8 +190,8 @@ class Runtime:
 
         A failure is final for SQLite. An unreachable PostgreSQL is not: it is reported (readiness names the
         database and the reason, requests fail at once instead of waiting) and, with ``retry``, tried again with a
-        growing pause until it works or the server stops, so a replica started before its database becomes ready
-        by itself. Without ``retry``, False after the first failure (the models load meanwhile)."""
+        growing pause until it works or the server stops (False), so a replica started before its database becomes
+        ready by itself. Without ``retry``, False after the first failure (the models load meanwhile)."""
         pause, longest = STORE_RETRY_SECONDS
         while True:
             try:
@@ -206,7 +206,7 @@ class Runtime:
                     return False
                 log.warning("the store is not available, trying again in %.1f s: %s", pause, exc)
                 if self.stopping.wait(pause):
-                    raise
+                    return False
                 pause = min(pause * 2, longest)
                 continue
             self.startup_error = None

@@ -190,3 +190,19 @@ def test_testing_aid_state_is_kept_across_starts_and_emptied_through_the_admin_a
         assert again.runtime.settings.match_threshold == 0.93
     finally:
         again.stop()
+
+
+def test_a_server_waiting_for_its_database_stops_at_once(
+    engine: DlibEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/nowhere"
+    server = EmulatorServer(tmp_path / "data", engine=engine, database_url=url, database_timeout=TIMEOUT)
+    server.start(wait_ready=False)
+    deadline = time.monotonic() + 30
+    while "error" not in server.runtime.readiness() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "127.0.0.1" in server.runtime.readiness()["error"]
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 15  # not the warm-up thread's 30 s join
+    assert "Traceback" not in caplog.text and PASSWORD not in caplog.text
