@@ -351,8 +351,9 @@ def test_a_postgres_restart_under_load_loses_nothing_and_needs_no_emulator_resta
     assert not transport and not not_200, (transport[:3], not_200[:3])
     errors = [o for o in outcomes if o.envelope is not None and o.envelope["status"] != 200]
     assert all((o.envelope["status"], o.envelope["body"]) == (500, INTERNAL_ERROR) for o in errors), errors[:3]
-    for failed in errors:  # only around the restart, and each answered within about database_timeout
-        assert restart_began - 2 * TIMEOUT <= failed.started <= restart_ended + 2 * TIMEOUT, failed
+    for failed in errors:  # only requests in flight around the restart
+        assert failed.started + failed.seconds >= restart_began, failed
+        assert failed.started <= restart_ended + 2 * TIMEOUT, failed
     assert max(o.seconds for o in outcomes) < 2 * TIMEOUT + 30  # no request hung (30 s: analysis on busy cores)
     after = [o for o in outcomes if o.started > restart_ended + 2 * TIMEOUT]
     assert any(o.envelope and o.envelope["status"] == 200 for o in after), "no request succeeded after the restart"
