@@ -355,7 +355,7 @@ def test_a_postgres_restart_under_load_loses_nothing_and_needs_no_emulator_resta
         assert failed.started + failed.seconds >= restart_began, failed
         assert failed.started <= restart_ended + 2 * TIMEOUT, failed
     assert max(o.seconds for o in outcomes) < 2 * TIMEOUT + 30  # no request hung (30 s: analysis on busy cores)
-    after = [o for o in outcomes if o.started > restart_ended + 2 * TIMEOUT]
+    after = [o for o in outcomes if o.started > restart_ended]
     assert any(o.envelope and o.envelope["status"] == 200 for o in after), "no request succeeded after the restart"
 
     # The same processes serve; every acknowledged set is recognized, through either replica.
