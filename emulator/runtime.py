@@ -198,6 +198,8 @@ class Runtime:
                 self.shared.open()
                 self.sync_shared()
                 self.store.open()
+                if self.state_is_remote:
+                    self.oauth.load_secret()  # never on the event loop, where tokens are checked
             except StoreError as exc:
                 if not self.state_is_remote:
                     raise

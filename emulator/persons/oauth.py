@@ -176,9 +176,15 @@ class TokenIssuer:
         expires_at = self.clock() + self._lifetime()
         return self._sign({"k": _ACCESS, "c": name, "i": recorded_id, "e": expires_at, "n": secrets.token_hex(8)})
 
-    def _signature(self, payload: bytes) -> bytes:
+    def load_secret(self) -> None:
+        """Read the signing secret now rather than on the first token (when reading it is a database round trip,
+        it is then not made while a request waits)."""
         if self._key is None:
             self._key = self._load_key()
+
+    def _signature(self, payload: bytes) -> bytes:
+        self.load_secret()
+        assert self._key is not None
         return hmac.new(self._key, payload, hashlib.sha256).digest()
 
     def _sign(self, payload: dict[str, object]) -> str:
