@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 
-.PHONY: run test test-arm64 lint chromium container-tools arm64-tools bench
+.PHONY: run test test-arm64 lint chromium postgresql container-tools arm64-tools bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ run: $(BIN)/python
 	$(BIN)/smarty-emulator serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 # In CI (CI=true) the arm64 image test runs too, so its emulation is set up there.
-test: $(BIN)/python chromium container-tools $(if $(filter true,$(CI)),arm64-tools)
+test: $(BIN)/python chromium postgresql container-tools $(if $(filter true,$(CI)),arm64-tools)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
@@ -27,8 +27,8 @@ test-arm64: $(BIN)/python container-tools arm64-tools
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	SMARTY_TEST_ARM64=1 $(BIN)/python -m pytest -m arm64
 
-# Benchmarks (about 3 minutes): writes bench/RESULTS.md.
-bench: $(BIN)/python
+# Benchmarks (about 5 minutes): writes bench/RESULTS.md.
+bench: $(BIN)/python postgresql
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	BENCH_VIA_MAKE=1 $(BIN)/python bench/run.py
 
@@ -45,6 +45,19 @@ chromium:
 			|| echo "chromium could not be installed: the browser tests will skip (and fail in CI)"; \
 	else \
 		echo "skipping the chromium install (needs root and apt-get): the browser tests will skip (and fail in CI)"; \
+	fi
+
+# Debian's PostgreSQL server for the PostgreSQL tests and the benchmark's SQLite-vs-PostgreSQL figures (the tests
+# start their own throw-away server), installed where missing if this is root with apt-get. Otherwise those tests
+# skip (and fail in CI, where CI=true).
+postgresql:
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's postgresql for the PostgreSQL tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+			|| echo "postgresql could not be installed: the PostgreSQL tests will skip (and fail in CI)"; \
+	else \
+		echo "skipping the postgresql install (needs root and apt-get): the PostgreSQL tests will skip (and fail in CI)"; \
 	fi
 
 # $(call apt-install,PACKAGES,WHO): Debian's PACKAGES, if this is root with apt-get; otherwise WHO skip (fail in CI).

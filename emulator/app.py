@@ -52,6 +52,7 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
         try:
             yield
         finally:
+            runtime.stopping.set()  # a startup still waiting for its database gives up
             warm_up.join(timeout=WARM_UP_JOIN_SECONDS)
             runtime.stop()
 

@@ -62,8 +62,11 @@ class SmartyEmulator:
     * ``data_dir`` — the emulator's data directory.
     """
 
-    def __init__(self, url: str, data_dir: Path, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    def __init__(
+        self, url: str, data_dir: Path, process: subprocess.Popen[bytes], log_path: Path, database_url: str = ""
+    ) -> None:
         self.url = url
+        self.database_url = database_url  # the record is in this PostgreSQL database, not in data_dir
         self.base_url = f"{url}/api"
         self.token_url = f"{url}/auth/oauth/v1/token"
         self.token = TOKEN
@@ -136,8 +139,11 @@ class SmartyEmulator:
     def seed(self, directory: str | os.PathLike[str]) -> str:
         """Add persons from ``directory`` (``<space>/<person_id>/*.jpg``, maybe under ``<client>/``) with
         ``smarty-emulator seed``; returns its report. Idempotent."""
+        record = ["--data-dir", str(self.data_dir)]
+        if self.database_url:
+            record += ["--database-url", self.database_url]
         done = subprocess.run(
-            [sys.executable, "-m", "emulator", "seed", str(directory), "--data-dir", str(self.data_dir)],
+            [sys.executable, "-m", "emulator", "seed", str(directory), *record],
             capture_output=True,
             text=True,
             env=_clean_env(),
@@ -208,7 +214,8 @@ def start_emulator(data_dir: Path, settings: Mapping[str, Any] | None = None) ->
             process = subprocess.Popen(
                 [sys.executable, "-m", "emulator", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        emulator = SmartyEmulator(f"http://127.0.0.1:{port}", data_dir, process, log_path)
+        database_url = str((settings or {}).get("database_url", ""))
+        emulator = SmartyEmulator(f"http://127.0.0.1:{port}", data_dir, process, log_path, database_url)
         try:
             emulator.wait_until_ready()
             return emulator

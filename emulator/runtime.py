@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -13,17 +14,20 @@ from typing import Any
 
 from emulator.control.faults import FaultInjector
 from emulator.control.journal import Journal
-from emulator.control.seed import SEED_LOCK_FILENAME, seed_at_startup
-from emulator.control.state import BOOT_ID_ENV, SharedState
+from emulator.control.seed import seed_at_startup
+from emulator.control.state import BOOT_ID_ENV, SharedState, SqliteSharedState
 from emulator.face.engine import FaceEngine
-from emulator.ops.observe import Observer
+from emulator.ops.observe import Observer, RequestRecord
 from emulator.persons.auth import TokenDirectory
-from emulator.persons.oauth import TokenIssuer, load_or_create_secret
+from emulator.persons.oauth import TokenIssuer
 from emulator.persons.service import PersonsService
 from emulator.settings import Settings, parse_clients, parse_oauth_clients
-from emulator.store.records import Store
+from emulator.store.records import Store, StoreError
 
 STARTUP_STEPS = ("store", "models", "warm-up")
+STORE_RETRY_SECONDS = (0.5, 10.0)  # PostgreSQL unreachable at start: first and longest wait between attempts
+
+log = logging.getLogger("emulator.runtime")
 
 
 @dataclass
@@ -51,24 +55,35 @@ class Runtime:
     startup_error: str | None = None
     last_failure: tuple[float, str] | None = None  # (unix time, text) of the last request that failed internally
     observers: list[Observer] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)  # set when the server begins to stop
 
     def __post_init__(self) -> None:
         self._settings = self.base_settings
         self._overrides: dict[str, Any] = {}
         self._settings_version = -1
-        self.shared = SharedState(self.base_settings.data_dir, self.boot_id)
+        self.shared = self._shared_state()
         self.faults = FaultInjector(self.shared)
         self.service = PersonsService(self.engine, self.store, lambda: self.settings)
         service_clients = parse_clients(self.settings.clients)
         self.oauth = TokenIssuer(
             parse_oauth_clients(self.settings.oauth_clients),
-            lambda: load_or_create_secret(self.base_settings.data_dir),
+            lambda: self.store.secret("oauth"),  # one for every process sharing the store: tokens work on all
             lambda: int(self.settings.token_lifetime),
             open_allowed=not service_clients,
         )
         self.directory = TokenDirectory(service_clients, self.oauth)
         self.journal = Journal(self.shared, int(self.settings.journal_size))
         self.observers.append(self.journal)
+
+    def _shared_state(self) -> SharedState:
+        """The testing aids' state: in the data dir (one run), or in PostgreSQL (every replica, kept)."""
+        if not self.state_is_remote:
+            return SqliteSharedState(self.base_settings.data_dir, self.boot_id)
+        from emulator.control.state_postgres import PostgresSharedState
+        from emulator.store.postgres import Database, PostgresStore
+
+        database = self.store.database if isinstance(self.store, PostgresStore) else None
+        return PostgresSharedState(database or Database.from_settings(self.base_settings))
 
     @property
     def settings(self) -> Settings:
@@ -91,6 +106,21 @@ class Runtime:
         if self.startup_error:
             report["error"] = self.startup_error
         return report
+
+    @property
+    def state_is_remote(self) -> bool:
+        """True when the store and the shared state are reached over the network (PostgreSQL): their calls must
+        then stay off the event loop, where a slow or unreachable database would hold up every request."""
+        return bool(self.base_settings.database_url)
+
+    def observe(self, record: RequestRecord) -> None:
+        """Hand a finished request to every observer (journal, metrics, log line); one failing never breaks a
+        response."""
+        for observer in list(self.observers):
+            try:
+                observer(record)
+            except Exception:
+                log.exception("request observer failed")
 
     def note_failure(self, exc: BaseException) -> None:
         """Remember the last internal failure of a request (health shows it)."""
@@ -133,22 +163,20 @@ class Runtime:
         ``startup_error`` and raised.
         """
         try:
-            self.shared.open()  # the testing aids' state; emptied if left by another run
-            self.sync_shared()
-            self.store.open()
-            self.startup.add("store")
+            opened = self._open_store(retry=False)
             load = getattr(self.engine, "load", None)  # an engine may load its models apart from the warm-up
             if callable(load):
                 load()
                 self.startup.add("models")
             self.engine.warm_up()  # loads the models if not yet, and runs one detection
             self.startup.update(("models", "warm-up"))
+            if not opened and not self._open_store(retry=True):
+                return  # the server is stopping before its database ever came
             if self.settings.seed:  # SMARTY_SEED: applied once per start, before readiness
                 seed_at_startup(
                     self.store,
                     self.engine,
                     Path(self.settings.seed),
-                    lock=self.base_settings.data_dir / SEED_LOCK_FILENAME,
                     max_faces_per_space=self.settings.max_faces_per_space,
                     on_write=self.service.index.apply,
                 )
@@ -157,7 +185,38 @@ class Runtime:
             raise
         self.ready.set()
 
+    def _open_store(self, retry: bool) -> bool:
+        """The store step: the testing aids' state (SQLite: emptied if left by another run), then the store.
+
+        A failure is final for SQLite. An unreachable PostgreSQL is not: it is reported (readiness names the
+        database and the reason, requests fail at once instead of waiting) and, with ``retry``, tried again with a
+        growing pause until it works or the server stops (False), so a replica started before its database becomes
+        ready by itself. Without ``retry``, False after the first failure (the models load meanwhile)."""
+        pause, longest = STORE_RETRY_SECONDS
+        while True:
+            try:
+                self.shared.open()
+                self.sync_shared()
+                self.store.open()
+                if self.state_is_remote:
+                    self.oauth.load_secret()  # never on the event loop, where tokens are checked
+            except StoreError as exc:
+                if not self.state_is_remote:
+                    raise
+                self.startup_error = f"{type(exc).__name__}: {exc}"
+                if not retry:
+                    return False
+                log.warning("the store is not available, trying again in %.1f s: %s", pause, exc)
+                if self.stopping.wait(pause):
+                    return False
+                pause = min(pause * 2, longest)
+                continue
+            self.startup_error = None
+            self.startup.add("store")
+            return True
+
     def stop(self) -> None:
+        self.stopping.set()
         self.ready.clear()
         self.service.close()
         self.store.close()

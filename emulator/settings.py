@@ -10,10 +10,12 @@ tests never need to monkeypatch the environment.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 ENV_PREFIX = "SMARTY_"
 
@@ -95,7 +97,38 @@ MIB = 1024 * 1024
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "127.0.0.1", "Address to listen on."),
     Setting("port", int, 8080, "Port to listen on.", minimum=0, maximum=65535),
-    Setting("data_dir", Path, Path("data"), "Directory of the SQLite database (created if missing)."),
+    Setting(
+        "data_dir",
+        Path,
+        Path("data"),
+        "Directory of the SQLite database (created if missing). With `SMARTY_DATABASE_URL` it holds no state.",
+    ),
+    Setting(
+        "database_url",
+        str,
+        "",
+        "PostgreSQL to keep all state in, e.g. `postgresql://user:pass@host:5432/smarty` (a database of its own), "
+        "so that replicas on several machines act as one service (see docs/scaling.md). Empty: SQLite in the data "
+        "dir. The password never appears in logs, errors, `/metrics` or the journal.",
+    ),
+    Setting(
+        "database_timeout",
+        float,
+        10.0,
+        "Seconds a PostgreSQL operation may take: waiting for a pooled connection, connecting, a statement, a "
+        "lock. A request that needs an unreachable database gets the internal-error envelope within this time.",
+        minimum=0.1,
+        maximum=600.0,
+    ),
+    Setting(
+        "database_pool_size",
+        int,
+        4,
+        "PostgreSQL connections per worker process (at most). Replicas x workers x this must stay below the "
+        "server's `max_connections`.",
+        minimum=2,
+        maximum=100,
+    ),
     Setting(
         "workers",
         int,
@@ -285,6 +318,9 @@ class Settings:
         settings = cls(values)
         parse_clients(settings.clients)  # fail fast on a malformed client list
         parse_oauth_clients(settings.oauth_clients)
+        scheme = settings.database_url.partition("://")[0] if "://" in settings.database_url else None
+        if scheme is not None and scheme not in ("postgresql", "postgres"):
+            raise SettingsError(f"SMARTY_DATABASE_URL: expected postgresql://..., not {scheme}://")
         if settings.admin == "token" and not settings.admin_token:
             raise SettingsError("SMARTY_ADMIN=token needs SMARTY_ADMIN_TOKEN")
         return settings
@@ -326,6 +362,37 @@ def parse_oauth_clients(spec: str) -> dict[str, tuple[str, str]]:
         clients[name] = (client_id, secret)
         seen_ids.add(client_id)
     return clients
+
+
+def _conninfo_pairs(text: str) -> list[tuple[str, str]]:
+    """The ``key=value`` pairs of a libpq connection string (values maybe single-quoted, with backslash escapes)."""
+    pairs = []
+    for match in re.finditer(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)", text):
+        value = match.group(2)
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        pairs.append((match.group(1), value))
+    return pairs
+
+
+def database_password(url: str) -> str:
+    """The password a database URL (or a libpq ``key=value`` string) carries, or ``""``."""
+    if "://" in url:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        return unquote(parts.password or "") or query.get("password", "")
+    return dict(_conninfo_pairs(url)).get("password", "")
+
+
+def database_location(url: str) -> str:
+    """A database URL without its password, for messages (``postgresql://user@host:5432/smarty``)."""
+    if "://" in url:
+        parts = urlsplit(url)
+        userinfo, at, host = parts.netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}@{host}" if at else host
+        query = "&".join(p for p in parts.query.split("&") if p and unquote(p.partition("=")[0]) != "password")
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    return " ".join(f"{k}={v}" for k, v in _conninfo_pairs(url) if k != "password")
 
 
 def markdown_table() -> str:

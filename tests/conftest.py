@@ -1,4 +1,9 @@
-"""Shared fixtures: one real dlib engine per test session, and real servers on loopback."""
+"""Shared fixtures: one real dlib engine per test session, real servers on loopback, and the store backend.
+
+A module runs against both backends with ``pytestmark = BOTH_BACKENDS``: its tests run once with SQLite and once
+with PostgreSQL (a real server started once per session, a fresh database per module). Without it, ``backend`` is
+SQLite.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import pytest
 from emulator.app import default_engine
 from emulator.face.engine import DlibEngine
 from emulator.settings import Settings
+from tests.support.backends import BACKENDS, Backend
 from tests.support.emulator_server import EmulatorServer
+from tests.support.postgres import PostgresCluster, require_postgres
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +28,33 @@ def engine() -> DlibEngine:
     return real
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of a ``BOTH_BACKENDS`` module that use the backend (through a server or directly) run on both."""
+    if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL server for the whole session. Missing PostgreSQL: the test fails in CI (``CI=true``), else
+    it is skipped, with the reason."""
+    require_postgres()
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture(scope="module")
-def server(engine: DlibEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    """A real emulator (real dlib) with its own data dir, shared by one test module."""
-    running = EmulatorServer(tmp_path_factory.mktemp("data"), engine=engine).start()
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The store backend of the module's servers: ``sqlite`` unless the module is parametrized over both."""
+    name = getattr(request, "param", "sqlite")
+    return Backend(name, request.getfixturevalue("postgres") if name == "postgres" else None)
+
+
+@pytest.fixture(scope="module")
+def server(engine: DlibEngine, backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    """A real emulator (real dlib) with its own data dir (and database), shared by one test module."""
+    running = EmulatorServer(tmp_path_factory.mktemp("data"), engine=engine, **backend.settings()).start()
     yield running
     running.stop()
 

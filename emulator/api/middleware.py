@@ -34,11 +34,13 @@ import threading
 import time
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from emulator.api import PERSONS_PREFIX, envelope
 from emulator.ops.observe import RequestRecord
+from emulator.persons.errors import StoreError
 from emulator.runtime import Runtime
 
 log = logging.getLogger("emulator.requests")
@@ -107,11 +109,7 @@ class OverloadMiddleware:
             envelope_status=OVERLOAD_ENVELOPE_STATUS,
             http_status=status,
         )
-        for observer in list(self.runtime.observers):
-            try:
-                observer(record)
-            except Exception:  # an observer must never break a response
-                log.exception("request observer failed")
+        await observe(self.runtime, record)
         headers: list[Any] = [
             (b"content-type", envelope.JSON_MEDIA_TYPE.encode()),
             (b"content-length", str(len(payload)).encode()),
@@ -121,21 +119,38 @@ class OverloadMiddleware:
         await send({"type": "http.response.body", "body": payload})
 
 
+async def observe(runtime: Runtime, record: RequestRecord) -> None:
+    """Hand a finished request to the observers; in a worker thread when the journal is over the network."""
+    if runtime.state_is_remote:
+        await run_in_threadpool(runtime.observe, record)
+    else:
+        runtime.observe(record)
+
+
 class SharedStateSyncMiddleware:
-    """Read the shared testing-aid state's version once per HTTP request (see the module docstring)."""
+    """Read the shared testing-aid state's version once per HTTP request (see the module docstring).
+
+    Liveness, readiness and metrics do not read it (they must answer at once, whatever the database does). With
+    PostgreSQL the read is a network round trip, so it runs in a worker thread, never on the event loop."""
+
+    UNSYNCED_PATHS = frozenset({"/emulator/health", "/emulator/ready", "/metrics"})
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope.get("path") not in self.UNSYNCED_PATHS:
+            log = logging.getLogger("emulator.shared_state")
             try:
-                self.runtime.sync_shared()
+                if self.runtime.state_is_remote:
+                    await run_in_threadpool(self.runtime.sync_shared)
+                else:
+                    self.runtime.sync_shared()
+            except StoreError as exc:  # the database is unreachable: the request itself will say so if it needs it
+                log.warning("could not read the shared testing-aid state; using the last one read: %s", exc)
             except Exception:  # a failed read must not fail the request (nor health checks): keep the last state
-                logging.getLogger("emulator.shared_state").exception(
-                    "could not read the shared testing-aid state; using the last one read"
-                )
+                log.exception("could not read the shared testing-aid state; using the last one read")
         await self.app(scope, receive, send)
 
 

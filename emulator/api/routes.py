@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from emulator.api import PERSONS_PREFIX, envelope, requests
-from emulator.api.middleware import drop_connection
+from emulator.api.middleware import drop_connection, observe
 from emulator.api.multipart import Part, parse_form
 from emulator.control.access import wait_until_ready
 from emulator.control.faults import FaultResponse, run_with_faults
@@ -131,11 +131,7 @@ def build_router(runtime: Runtime) -> APIRouter:
             if fault is not None:
                 record.http_status = fault.status
             record.duration_ms = (time.perf_counter() - started) * 1000
-            for observer in runtime.observers:
-                try:
-                    observer(record)
-                except Exception:  # an observer must never break a response
-                    log.exception("request observer failed")
+            await observe(runtime, record)
             if fault is not None:
                 return _fault_response(fault, request)
             return Response(payload, status_code=record.http_status, media_type=envelope.JSON_MEDIA_TYPE)

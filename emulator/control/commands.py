@@ -1,7 +1,7 @@
 """The state commands of the CLI: ``export``, ``import`` and ``seed``.
 
-They open the database directly, so they work with or without a running server; a
-running server (every worker) sees their writes on its next request.
+They open the database directly (the data dir's SQLite file, or ``SMARTY_DATABASE_URL``), so they work with or
+without a running server; a running server (every worker, every replica) sees their writes on its next request.
 """
 
 from __future__ import annotations
@@ -15,18 +15,19 @@ from emulator.control.seed import seed
 from emulator.persons.types import ClientId
 from emulator.settings import Settings
 from emulator.store import Store, store_from_settings
+from emulator.store.records import StoreError
 
 
 def run(command: str, args: argparse.Namespace, settings: Settings) -> int:
     store = store_from_settings(settings)
-    store.open()
     try:
+        store.open()
         if command == "export":
             return _export(store, args)
         if command == "import":
             return _import(store, args, settings)
         return _seed(store, args, settings)
-    except (snapshot.SnapshotError, FileNotFoundError) as exc:
+    except (snapshot.SnapshotError, FileNotFoundError, StoreError) as exc:
         print(f"smarty-emulator {command}: {exc}", file=sys.stderr)
         return 1
     finally:

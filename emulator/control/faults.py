@@ -381,7 +381,9 @@ async def run_with_faults(
     if not faults.active:  # the usual case: no rules, no extra work
         return await call(frozenset())
     names = image_names()
-    plan: FaultPlan = faults.plan(record.method, record.space, names)
+    # In a worker thread: the rules are taken in a write transaction of the shared state (over the network with
+    # PostgreSQL), which must not hold up the event loop.
+    plan: FaultPlan = await asyncio.to_thread(faults.plan, record.method, record.space, names)
     record.faults = plan.fired
     if plan.delay_s:
         await asyncio.sleep(plan.delay_s)

@@ -14,11 +14,15 @@ requests of all workers, whichever worker answers ``GET /emulator/requests``.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from emulator.control.state import SharedState
 from emulator.ops.observe import RequestRecord
+from emulator.store.records import StoreError
+
+log = logging.getLogger("emulator.journal")
 
 
 def entry_of(record: RequestRecord) -> dict[str, Any]:
@@ -53,7 +57,10 @@ class Journal:
         if self.size <= 0:
             return
         entry = json.dumps(entry_of(record), ensure_ascii=False, default=str)
-        self.shared.journal_append(record.started_at, record.method, record.space, entry, self.size)
+        try:
+            self.shared.journal_append(record.started_at, record.method, record.space, entry, self.size)
+        except StoreError as exc:  # the database is unreachable: the request was answered; its entry is lost
+            log.warning("could not write the journal entry of a %s request: %s", record.method, exc)
 
     def entries(
         self, method: str | None = None, space: int | None = None, since: float | None = None

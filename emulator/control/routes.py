@@ -200,7 +200,7 @@ def build_testing_router(runtime: Runtime) -> APIRouter:
             rule = FaultRule.from_json(_json_object(await request.body()))
         except FaultRuleError as exc:
             raise HTTPException(400, detail=str(exc)) from None
-        return runtime.faults.add(rule).to_json()
+        return (await run_in_threadpool(runtime.faults.add, rule)).to_json()  # a write of the shared state
 
     @router.get("/faults")
     def list_faults() -> dict[str, Any]:
@@ -224,7 +224,8 @@ def build_testing_router(runtime: Runtime) -> APIRouter:
         if fixed:
             raise HTTPException(400, detail=f"not changeable at runtime (restart to change): {', '.join(fixed)}")
         try:
-            runtime.change_settings(changes)  # for every worker process, from their next request
+            # For every worker process (and replica), from their next request; a write of the shared state.
+            await run_in_threadpool(runtime.change_settings, changes)
         except SettingsError as exc:
             raise HTTPException(400, detail=str(exc)) from None
         return {"settings": live_values(runtime.settings)}

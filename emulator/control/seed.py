@@ -16,12 +16,10 @@ A snapshot file is imported in ``merge`` mode, which skips faces already stored.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -35,7 +33,7 @@ from emulator.persons.types import DEFAULT_CLIENT, MAX_SPACE, ClientId, ImageInp
 from emulator.store.records import OnWrite, Store
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
-SEED_LOCK_FILENAME = "seed.lock"  # in the data dir: with several workers, one seeds at a time
+SEED_LOCK = "seed"  # the store's lock of that name: with several workers or replicas, one seeds at a time
 
 log = logging.getLogger("emulator.seed")
 
@@ -254,34 +252,17 @@ def seed(
     return SeedOutcome(source, imported=imported)
 
 
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` across processes (workers seed one after another)."""
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: the in-transaction checks still keep seeding idempotent
-        yield
-        return
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def seed_at_startup(
     store: Store,
     engine: FaceEngine,
     source: Path,
     *,
-    lock: Path,
     max_faces_per_space: int,
     on_write: OnWrite | None,
 ) -> SeedOutcome:
-    """``SMARTY_SEED``: seed before the server reports ready. With several workers, the first
-    one seeds and the others, waiting on the ``lock`` file (in the data dir), find everything there."""
-    with _exclusive(lock):
+    """``SMARTY_SEED``: seed before the server reports ready. With several workers (or replicas sharing a
+    database), the first one seeds and the others, waiting on the store's ``seed`` lock, find everything there."""
+    with store.exclusive(SEED_LOCK):
         outcome = seed(store, engine, source, max_faces_per_space=max_faces_per_space, on_write=on_write)
     log.info("seed %s (pid %d): %s", source.name, os.getpid(), outcome.summary())
     return outcome

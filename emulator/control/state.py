@@ -13,6 +13,9 @@ first clears and the others find their boot id in place). So overrides, rules an
 
 One row, ``state``, carries a version that every settings change bumps and the number of fault rules: a worker
 reads it once per request (one primary-key read) and re-reads overrides only when the version moved.
+
+With ``SMARTY_DATABASE_URL`` the same state lives in PostgreSQL instead, shared by every replica, and is not
+emptied when a replica starts (:mod:`emulator.control.state_postgres`); both implement :class:`SharedState`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 DB_FILENAME = "testing-aids.sqlite3"
 BOOT_ID_ENV = "SMARTY_EMULATOR_BOOT_ID"  # set by `serve` for its workers; not a setting
@@ -70,8 +73,50 @@ class StoredRule:
     draws: int
 
 
-class SharedState:
-    """Owns the testing-aids database: one connection per thread, short write transactions."""
+class SharedState(Protocol):
+    """The testing aids' state shared by every process of a server: live-setting overrides, fault rules with their
+    counters, and the journal. Reads and writes may raise (a failed database); callers decide what a failure means."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def open(self) -> None:
+        """Create the tables if needed (idempotent)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def status(self) -> tuple[int, int]:
+        """``(settings version, number of fault rules)``: the one read per request."""
+        ...
+
+    def overrides(self) -> tuple[int, dict[str, Any]]: ...
+
+    def update_overrides(
+        self, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> tuple[int, dict[str, Any]]: ...
+
+    def add_rule(self, spec: dict[str, Any]) -> StoredRule: ...
+
+    def rules(self, parse: Callable[[str], dict[str, Any]] = json.loads) -> list[StoredRule]: ...
+
+    def clear_rules(self) -> int: ...
+
+    def update_rules(self, decide: Callable[[list[StoredRule]], T], parse: Callable[[str], dict[str, Any]]) -> T: ...
+
+    def journal_append(self, started_at: float, method: str, space: int | None, entry: str, keep: int) -> int: ...
+
+    def journal_entries(
+        self, keep: int, method: str | None = None, space: int | None = None, since: float | None = None
+    ) -> list[tuple[int, str]]: ...
+
+    def journal_total(self) -> int: ...
+
+    def journal_clear(self, keep: int) -> int: ...
+
+
+class SqliteSharedState:
+    """Owns the testing-aids database of a data dir: one connection per thread, short write transactions."""
 
     def __init__(self, data_dir: Path, boot_id: str) -> None:
         self.path = Path(data_dir) / DB_FILENAME

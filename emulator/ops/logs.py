@@ -19,9 +19,10 @@ import re
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 from emulator.ops.observe import RequestRecord
-from emulator.settings import Settings, parse_clients
+from emulator.settings import Settings, database_password, parse_clients
 
 REQUEST_LOGGER = "emulator.requests"
 REDACTED = "<redacted>"
@@ -58,6 +59,9 @@ def configured_secrets(settings: Settings) -> list[str]:
         _, _, secret = credentials.partition(":")
         if secret.strip():
             secrets.append(secret.strip())
+    password = database_password(getattr(settings, "database_url", ""))
+    if password:  # as given, and as it may be written in a URL
+        secrets += [password, quote(password, safe="")]
     return sorted(set(secrets), key=len, reverse=True)
 
 

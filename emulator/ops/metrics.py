@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
 from emulator.ops.observe import RequestRecord
-from emulator.store.records import SpaceCounts
+from emulator.store.records import SpaceCounts, StoreError
 
 log = logging.getLogger("emulator.metrics")
 
@@ -60,6 +60,8 @@ class SpaceSizesCollector(Collector):
                     labels = [counts.key.client, str(counts.key.space)]
                     persons.add_metric(labels, counts.persons)
                     faces.add_metric(labels, counts.faces)
+            except StoreError as exc:  # e.g. the database is unreachable: the scrape goes on without the gauges
+                log.warning("reading space sizes for metrics failed: %s", exc)
             except Exception:  # a scrape must not fail because the store is busy
                 log.exception("reading space sizes for metrics failed")
         yield persons

@@ -7,12 +7,13 @@ same exchange so that a client's refresh logic is exercised.
 
 Tokens are self-verifying: a token is ``<payload>.<signature>``, both base64url, where the
 payload names the token kind, the client and (for access tokens) the expiry, and the
-signature is an HMAC-SHA256 under a secret kept in the data dir (``oauth-secret``, created
-once). Every worker process reads the same secret, so a token issued by one worker is
-accepted by all of them, and by the same data dir after a restart, without a database
-write per token. Consequences, documented as differences from the real service: tokens
-cannot be revoked one by one (replace the secret file to revoke all), refresh tokens do
-not expire, and the real limit of 25 active tokens per project is not enforced.
+signature is an HMAC-SHA256 under a secret kept with the store (``Store.secret("oauth")``,
+created once: the data dir's ``oauth-secret`` file, or a row of the PostgreSQL database).
+Every worker process, and every replica sharing a database, reads the same secret, so a token
+issued by one is accepted by all of them, and after a restart, without a database write per
+token. Consequences, documented as differences from the real service: tokens cannot be
+revoked one by one (replace the secret to revoke all), refresh tokens do not expire, and the
+real limit of 25 active tokens per project is not enforced.
 
 The clock is injectable (``TokenIssuer.clock``) so tests can pass an hour in no time.
 """
@@ -24,16 +25,13 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from emulator.persons.types import DEFAULT_CLIENT
 
-SECRET_FILENAME = "oauth-secret"
 _ACCESS = "a"
 _REFRESH = "r"
 _ANY_CLIENT_ID = ""  # the client id recorded in tokens issued in the open (default) mode
@@ -62,26 +60,6 @@ class AccessCheck:
 
     client: str
     expired: bool
-
-
-def load_or_create_secret(data_dir: Path) -> bytes:
-    """The signing secret of ``data_dir``, created on first use (atomically: first writer wins)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / SECRET_FILENAME
-    if not path.exists():
-        temp = data_dir / f".{SECRET_FILENAME}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_hex(32))
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.link(temp, path)  # fails if another process got there first; theirs wins
-        except FileExistsError:
-            pass
-        finally:
-            temp.unlink()
-    return bytes.fromhex(path.read_text().strip())
 
 
 def _b64(data: bytes) -> str:
@@ -198,9 +176,15 @@ class TokenIssuer:
         expires_at = self.clock() + self._lifetime()
         return self._sign({"k": _ACCESS, "c": name, "i": recorded_id, "e": expires_at, "n": secrets.token_hex(8)})
 
-    def _signature(self, payload: bytes) -> bytes:
+    def load_secret(self) -> None:
+        """Read the signing secret now rather than on the first token (when reading it is a database round trip,
+        it is then not made while a request waits)."""
         if self._key is None:
             self._key = self._load_key()
+
+    def _signature(self, payload: bytes) -> bytes:
+        self.load_secret()
+        assert self._key is not None
         return hmac.new(self._key, payload, hashlib.sha256).digest()
 
     def _sign(self, payload: dict[str, object]) -> str:

@@ -220,3 +220,14 @@ class Store(Protocol):
     def read_thumbnail(self, face_id: int, client: ClientId | None = None) -> bytes | None:
         """The JPEG thumbnail of a face (of ``client`` only, if given), or None."""
         ...
+
+    # --- shared by every process sharing the record ------------------------------------
+
+    def secret(self, name: str) -> bytes:
+        """A random secret kept with the record (the OAuth signing key), created by the first process to ask
+        and the same for every process sharing the record."""
+        ...
+
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """Hold the lock named ``name`` against every process sharing the record (seeding at startup)."""
+        ...

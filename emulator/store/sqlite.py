@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -384,6 +386,47 @@ class SqliteStore:
         if not rows or rows[0][0] is None:
             return None
         return bytes(rows[0][0])
+
+    # --- shared by every process of the data dir ----------------------------------------
+
+    def secret(self, name: str) -> bytes:
+        """The data dir's secret file ``<name>-secret`` (``oauth-secret``), created once."""
+        return file_secret(self.data_dir / f"{name}-secret")
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """An exclusive ``flock`` on ``<name>.lock`` in the data dir (every worker process of it)."""
+        try:
+            import fcntl
+        except ImportError:  # not on POSIX: the in-transaction checks still keep seeding idempotent
+            yield
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / f"{name}.lock", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def file_secret(path: Path) -> bytes:
+    """The random secret in ``path`` (hex), created on first use atomically: the first writer wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_hex(32))
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temp, path)  # fails if another process got there first; theirs wins
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
+    return bytes.fromhex(path.read_text().strip())
 
 
 _FACE_COLUMNS = "id, person_id, kind, created_at, meta, embedding, thumbnail"

@@ -7,8 +7,10 @@ import json
 import httpx
 import pytest
 
+from tests.support.backends import BOTH_BACKENDS
 from tests.support.emulator_server import EmulatorServer, fixture
 
+pytestmark = BOTH_BACKENDS
 OBAMA = fixture("people/obama/obama.jpg")
 
 
@@ -273,7 +275,7 @@ def test_set_needs_exactly_one_face(server: EmulatorServer, space: int, photo: s
         "error": "face set required only one face per image",
         "name": "f",
     }
-    assert server.runtime.store.query("SELECT COUNT(*) FROM faces WHERE space = ?", (space,))[0][0] == 0
+    assert server.stored_faces(space) == 0
 
 
 def test_set_past_the_space_limit(server: EmulatorServer, space: int) -> None:

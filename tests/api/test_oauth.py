@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from emulator.face.engine import DlibEngine
-from emulator.persons.oauth import OAuthError, TokenIssuer, load_or_create_secret
+from emulator.persons.oauth import OAuthError, TokenIssuer
 from emulator.settings import Settings, SettingsError
+from emulator.store.sqlite import SqliteStore, file_secret
 from tests.support.emulator_server import EmulatorServer, fixture
 
 TOKEN_URL = "/auth/oauth/v1/token"
@@ -175,13 +176,13 @@ def test_default_mode_issues_tokens_that_expire(server: EmulatorServer) -> None:
 def test_tokens_verify_across_processes_sharing_a_data_dir(tmp_path: Path) -> None:
     """Workers are separate processes: each builds its own issuer over the same data dir."""
     clients = {"shop": ("shop-id", "shop-secret")}
-    first = TokenIssuer(clients, lambda: load_or_create_secret(tmp_path), lambda: 60)
-    second = TokenIssuer(clients, lambda: load_or_create_secret(tmp_path), lambda: 60)
+    first = TokenIssuer(clients, lambda: SqliteStore(tmp_path).secret("oauth"), lambda: 60)
+    second = TokenIssuer(clients, lambda: SqliteStore(tmp_path).secret("oauth"), lambda: 60)
     issued = first.client_credentials("shop-id", "shop-secret")
     check = second.check_access(issued.access_token)
     assert check is not None and check.client == "shop" and not check.expired
     assert second.refresh("shop-id", issued.refresh_token).expires_in == 60
-    other_dir = TokenIssuer(clients, lambda: load_or_create_secret(tmp_path / "other"), lambda: 60)
+    other_dir = TokenIssuer(clients, lambda: SqliteStore(tmp_path / "other").secret("oauth"), lambda: 60)
     assert other_dir.check_access(issued.access_token) is None
     with pytest.raises(OAuthError):
         other_dir.refresh("shop-id", issued.refresh_token)
@@ -198,14 +199,14 @@ def test_malformed_oauth_clients_fail_fast(spec: str) -> None:
 def test_worker_processes_starting_together_agree_on_one_secret(tmp_path: Path) -> None:
     """Each worker creates the secret if it is missing; the first writer wins and all read the same."""
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        secrets = pool.map(load_or_create_secret, [tmp_path] * 8)
+        secrets = pool.map(file_secret, [tmp_path / "oauth-secret"] * 8)
     assert len(set(secrets)) == 1
-    assert load_or_create_secret(tmp_path) == secrets[0]
+    assert SqliteStore(tmp_path).secret("oauth") == secrets[0]
     assert [p.name for p in tmp_path.iterdir()] == ["oauth-secret"]  # no temporary files left behind
 
 
 def test_service_token_clients_without_oauth_clients_get_no_tokens(tmp_path: Path) -> None:
-    issuer = TokenIssuer({}, lambda: load_or_create_secret(tmp_path), lambda: 60, open_allowed=False)
+    issuer = TokenIssuer({}, lambda: SqliteStore(tmp_path).secret("oauth"), lambda: 60, open_allowed=False)
     with pytest.raises(OAuthError) as refused:
         issuer.client_credentials("anyone", "anything")
     assert (refused.value.error, refused.value.http_status) == ("invalid_client", 401)
@@ -213,7 +214,7 @@ def test_service_token_clients_without_oauth_clients_get_no_tokens(tmp_path: Pat
 
 def test_a_token_has_no_look_alike_twins(tmp_path: Path) -> None:
     """Every other last character of the signature is refused, also those that decode to the same bytes."""
-    issuer = TokenIssuer({"shop": ("id-1", "s3cret")}, lambda: load_or_create_secret(tmp_path), lambda: 60)
+    issuer = TokenIssuer({"shop": ("id-1", "s3cret")}, lambda: SqliteStore(tmp_path).secret("oauth"), lambda: 60)
     token = issuer.client_credentials("id-1", "s3cret").access_token
     assert issuer.check_access(token) is not None
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

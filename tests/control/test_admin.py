@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from emulator.face.engine import DlibEngine
+from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.emulator_server import EmulatorServer, fixture
+
+pytestmark = BOTH_BACKENDS
 
 CLIENTS = "acme=tok-acme;beta=tok-beta"
 ADMIN_ROUTES = [
@@ -22,13 +25,15 @@ ADMIN_ROUTES = [
 ]
 
 
-def _start(engine: DlibEngine, data_dir: Path, **overrides: object) -> EmulatorServer:
-    return EmulatorServer(data_dir, engine=engine, clients=CLIENTS, **overrides).start()
+def _start(engine: DlibEngine, backend: Backend, data_dir: Path, **overrides: object) -> EmulatorServer:
+    return EmulatorServer(data_dir, engine=engine, clients=CLIENTS, **backend.settings(), **overrides).start()
 
 
 @pytest.fixture(scope="module")
-def admin_server(engine: DlibEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    server = _start(engine, tmp_path_factory.mktemp("admin") / "data")
+def admin_server(
+    engine: DlibEngine, backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmulatorServer]:
+    server = _start(engine, backend, tmp_path_factory.mktemp("admin") / "data")
     yield server
     server.stop()
 
@@ -138,8 +143,8 @@ def _refusals(server: EmulatorServer, headers: dict[str, str] | None = None) -> 
     return codes
 
 
-def test_admin_off_refuses_every_route(engine: DlibEngine, tmp_path: Path) -> None:
-    server = _start(engine, tmp_path / "data", admin="off")
+def test_admin_off_refuses_every_route(engine: DlibEngine, backend: Backend, tmp_path: Path) -> None:
+    server = _start(engine, backend, tmp_path / "data", admin="off")
     try:
         server.set(0, 1, "people/obama/obama.jpg", token="tok-acme")
         assert _refusals(server) == {404}
@@ -149,8 +154,8 @@ def test_admin_off_refuses_every_route(engine: DlibEngine, tmp_path: Path) -> No
         server.stop()
 
 
-def test_admin_token_is_required_when_guarded(engine: DlibEngine, tmp_path: Path) -> None:
-    server = _start(engine, tmp_path / "data", admin="token", admin_token="s3cret-admin")
+def test_admin_token_is_required_when_guarded(engine: DlibEngine, backend: Backend, tmp_path: Path) -> None:
+    server = _start(engine, backend, tmp_path / "data", admin="token", admin_token="s3cret-admin")
     try:
         server.set(0, 1, "people/obama/obama.jpg", token="tok-acme")
         assert _refusals(server) == {403}
@@ -167,9 +172,11 @@ def test_admin_token_is_required_when_guarded(engine: DlibEngine, tmp_path: Path
         server.stop()
 
 
-def test_loopback_mode_refuses_when_the_server_listens_publicly(engine: DlibEngine, tmp_path: Path) -> None:
+def test_loopback_mode_refuses_when_the_server_listens_publicly(
+    engine: DlibEngine, backend: Backend, tmp_path: Path
+) -> None:
     # The test server always binds 127.0.0.1; the setting says it listens on every address.
-    server = _start(engine, tmp_path / "data", admin="loopback", host="0.0.0.0")
+    server = _start(engine, backend, tmp_path / "data", admin="loopback", host="0.0.0.0")
     try:
         assert _refusals(server) == {403}
     finally:

@@ -12,7 +12,10 @@ import httpx
 import pytest
 
 from emulator.face.engine import DlibEngine
+from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.emulator_server import EmulatorServer, fixture
+
+pytestmark = BOTH_BACKENDS
 
 OBAMA = "people/obama/obama.jpg"
 OBAMA_OTHER = "people/obama/obama2.jpg"
@@ -20,8 +23,10 @@ BIDEN = "people/biden/biden.jpg"
 
 
 @pytest.fixture(scope="module")
-def fault_server(engine: DlibEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    running = EmulatorServer(tmp_path_factory.mktemp("faults"), engine=engine).start()
+def fault_server(
+    engine: DlibEngine, backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmulatorServer]:
+    running = EmulatorServer(tmp_path_factory.mktemp("faults"), engine=engine, **backend.settings()).start()
     yield running
     running.stop()
 

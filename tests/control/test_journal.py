@@ -9,7 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from emulator.face.engine import DlibEngine
+from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.emulator_server import EmulatorServer, fixture
+
+pytestmark = BOTH_BACKENDS
 
 OBAMA = "people/obama/obama.jpg"
 BIDEN = "people/biden/biden.jpg"
@@ -83,8 +86,12 @@ def test_journal_records_faults_that_fired(server: EmulatorServer) -> None:
 
 
 @pytest.fixture
-def small_journal(engine: DlibEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    running = EmulatorServer(tmp_path_factory.mktemp("journal"), engine=engine, journal_size=3).start()
+def small_journal(
+    engine: DlibEngine, backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmulatorServer]:
+    running = EmulatorServer(
+        tmp_path_factory.mktemp("journal"), engine=engine, journal_size=3, **backend.settings()
+    ).start()
     yield running
     running.stop()
 
@@ -131,9 +138,11 @@ def test_settings_patch_refuses_what_is_not_live_or_not_valid(
     assert server.http.get("/emulator/settings").json() == before
 
 
-def test_admin_routes_are_guarded(engine: DlibEngine, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_admin_routes_are_guarded(
+    engine: DlibEngine, backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     running = EmulatorServer(
-        tmp_path_factory.mktemp("guarded"), engine=engine, admin="token", admin_token="s3cret"
+        tmp_path_factory.mktemp("guarded"), engine=engine, admin="token", admin_token="s3cret", **backend.settings()
     ).start()
     try:
         for method, path in [

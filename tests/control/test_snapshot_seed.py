@@ -17,8 +17,12 @@ import pytest
 from emulator.control import seed, snapshot
 from emulator.face.engine import DlibEngine
 from emulator.persons.types import ClientId, SpaceKey
-from emulator.store.sqlite import SqliteStore
+from emulator.settings import Settings
+from emulator.store import Store
+from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.emulator_server import FIXTURES, EmulatorServer
+
+pytestmark = BOTH_BACKENDS
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBES = [
@@ -43,6 +47,13 @@ def _fill(server: EmulatorServer, space: int) -> None:
     server.recognize(space, "people/rose_leslie/img1.jpg", create_new=True)  # person 5
     server.recognize(space, "people/obama/obama3.jpg")  # learns a face of person 1
     server.recognize(space, "groups/obama_and_biden.jpg")  # aliases are remembered
+
+
+def _record(settings: Settings | dict[str, Any]) -> list[str]:
+    """The CLI flags naming the record of a server (or of these settings): the data dir, and the database if any."""
+    values = settings.values if isinstance(settings, Settings) else settings
+    flags = ["--data-dir", str(values["data_dir"])]
+    return [*flags, "--database-url", values["database_url"]] if values.get("database_url") else flags
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -86,32 +97,32 @@ def test_cli_export_and_import_reach_a_running_server(server: EmulatorServer, sp
     """The CLI writes the database directly; the running server notices through the generation."""
     _fill(server, space)
     before = _recognitions(server, space)
-    data_dir = str(server.settings.data_dir)
+    record = _record(server.settings)
     path = tmp_path / "space.json.gz"
-    done = _cli("export", str(path), "--client", "default", "--space", str(space), "--data-dir", data_dir)
+    done = _cli("export", str(path), "--client", "default", "--space", str(space), *record)
     assert done.returncode == 0, done.stderr
     assert json.loads(gzip.decompress(path.read_bytes()))["spaces"][0]["space"] == space
 
     server.ok("truncate", {"space": str(space)})
-    done = _cli("import", str(path), "--data-dir", data_dir)
+    done = _cli("import", str(path), *record)
     assert done.returncode == 0, done.stderr
     assert _recognitions(server, space) == before
 
     broken = tmp_path / "broken.json"
     broken.write_text('{"format": "something else"}')
-    done = _cli("import", str(broken), "--data-dir", data_dir)
+    done = _cli("import", str(broken), *record)
     assert done.returncode == 1 and "not a snapshot" in done.stderr
 
 
-def test_snapshot_of_everything_replaces_everything(engine: DlibEngine, tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "a")
-    store.open()
+def test_snapshot_of_everything_replaces_everything(engine: DlibEngine, backend: Backend, tmp_path: Path) -> None:
+    a, b = backend.settings(), backend.settings()
+    store = backend.store(tmp_path / "a", a)
     seed.seed_directory(store, engine, _seed_dir(tmp_path / "seed"), max_faces_per_space=100)
     data = snapshot.dumps(snapshot.take(store, snapshot.Scope()), compress=True)
     store.close()
 
-    source = _reopen(tmp_path / "a")
-    other = _reopen(tmp_path / "b")  # another machine: it holds a space the snapshot does not know
+    source = backend.store(tmp_path / "a", a)
+    other = backend.store(tmp_path / "b", b)  # another machine: it holds a space the snapshot does not know
     embedding = source.space_contents(SpaceKey(ClientId("default"), 0)).faces[0].embedding
     with other.write(SpaceKey(ClientId("default"), 8)) as writer:
         writer.add_face(3, embedding, "set")
@@ -120,12 +131,6 @@ def test_snapshot_of_everything_replaces_everything(engine: DlibEngine, tmp_path
     assert _state(other, face_ids=False) == _state(source, face_ids=False)  # face ids are the machine's own
     other.close()
     source.close()
-
-
-def _reopen(path: Path) -> SqliteStore:
-    store = SqliteStore(path)
-    store.open()
-    return store
 
 
 @pytest.mark.parametrize(
@@ -170,7 +175,7 @@ def _seed_dir(root: Path) -> Path:
     return root
 
 
-def _state(store: SqliteStore, face_ids: bool = True) -> list[tuple[Any, ...]]:
+def _state(store: Store, face_ids: bool = True) -> list[tuple[Any, ...]]:
     """Everything that matters about the stored faces."""
     rows = []
     for key in store.space_keys():
@@ -180,9 +185,10 @@ def _state(store: SqliteStore, face_ids: bool = True) -> list[tuple[Any, ...]]:
     return rows
 
 
-def test_seeding_twice_gives_the_same_persons_as_once(engine: DlibEngine, tmp_path: Path) -> None:
+def test_seeding_twice_gives_the_same_persons_as_once(engine: DlibEngine, backend: Backend, tmp_path: Path) -> None:
     root = _seed_dir(tmp_path / "seed")
-    store = _reopen(tmp_path / "data")
+    record = {"data_dir": tmp_path / "data", **backend.settings()}
+    store = backend.store(tmp_path / "data", record)
     log = io.StringIO()
     first = seed.seed_directory(store, engine, root, max_faces_per_space=100, stream=log)
     assert first.added == 5 and first.already_there == 0
@@ -205,10 +211,10 @@ def test_seeding_twice_gives_the_same_persons_as_once(engine: DlibEngine, tmp_pa
     store.close()
 
     # The command line does the same (a third time: nothing changes).
-    done = _cli("seed", str(root), "--data-dir", str(tmp_path / "data"))
+    done = _cli("seed", str(root), *_record(record))
     assert done.returncode == 0, done.stderr
     assert "0 photo(s) added, 5 already there" in done.stderr and "rocket.jpg" in done.stderr
-    assert _state(_reopen(tmp_path / "data")) == once
+    assert _state(backend.store(tmp_path / "data", record)) == once
 
 
 class _Terminal(io.StringIO):
@@ -227,10 +233,13 @@ def test_progress_bar_on_a_terminal() -> None:
     assert "\rseeding [" in text and "2/4 photos" in text and "skipped a.jpg" in text
 
 
-def test_seed_at_startup_from_a_directory_and_from_a_snapshot(engine: DlibEngine, tmp_path: Path) -> None:
+def test_seed_at_startup_from_a_directory_and_from_a_snapshot(
+    engine: DlibEngine, backend: Backend, tmp_path: Path
+) -> None:
     root = _seed_dir(tmp_path / "seed")
+    first, second = backend.settings(), backend.settings()
     for _ in range(2):  # a restart with the same seed changes nothing
-        server = EmulatorServer(tmp_path / "data", engine=engine, seed=str(root)).start()
+        server = EmulatorServer(tmp_path / "data", engine=engine, seed=str(root), **first).start()
         try:
             clients = server.http.get("/emulator/clients").json()["clients"]
             assert server.tags(0, "people/obama/obama2.jpg", update_embedding=False) == ["person1"]
@@ -245,7 +254,7 @@ def test_seed_at_startup_from_a_directory_and_from_a_snapshot(engine: DlibEngine
     path = tmp_path / "seed.json"
     path.write_bytes(download)
     for _ in range(2):
-        server = EmulatorServer(tmp_path / "other", engine=engine, seed=str(path)).start()
+        server = EmulatorServer(tmp_path / "other", engine=engine, seed=str(path), **second).start()
         try:
             assert server.http.get("/emulator/clients").json()["clients"] == clients
             assert server.tags(0, "people/biden/biden2.jpg", update_embedding=False) == ["person2"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.control.state import SharedState
+from emulator.control.state import SqliteSharedState as SharedState
 from emulator.face.engine import DlibEngine
 from tests.support.emulator_server import EmulatorServer
 

@@ -27,6 +27,7 @@ from tests.support.emulator_server import fixture, free_port
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "docker" / "compose.yaml"
+COMPOSE_POSTGRES = ROOT / "docker" / "compose.postgres.yaml"
 INSTALL = ROOT / "docker" / "install.sh"
 COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|cmake|make|cc)\b")
 
@@ -135,6 +136,38 @@ def test_compose_file() -> None:
     # A second service starts only once the emulator is healthy.
     others = [service for name, service in compose["services"].items() if name != "emulator"]
     assert any(s.get("depends_on", {}).get("emulator") == {"condition": "service_healthy"} for s in others)
+
+
+def test_compose_file_of_two_replicas_on_postgres() -> None:
+    compose: dict[str, Any] = yaml.safe_load(COMPOSE_POSTGRES.read_text())
+    services = compose["services"]
+    postgres = services["postgres"]
+    assert postgres["image"] == "postgres:15"
+    [volume] = postgres["volumes"]
+    name, target = volume.split(":")
+    assert target == "/var/lib/postgresql/data" and name in compose["volumes"]  # a named volume
+    assert postgres["healthcheck"]["test"][0] == "CMD-SHELL" and "pg_isready" in postgres["healthcheck"]["test"][1]
+    replicas = {name: service for name, service in services.items() if name.startswith("emulator")}
+    assert len(replicas) == 2
+    host_ports = [service["ports"][0].split(":")[0] for service in replicas.values()]
+    assert len(set(host_ports)) == 2  # each on its own host port
+    urls = set()
+    for service in replicas.values():
+        assert service["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+        assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "emulator.healthcheck"]
+        environment = {k: _interpolate(str(v)) for k, v in service["environment"].items()}
+        assert set(environment) <= {setting.env for setting in SETTINGS}
+        settings = Settings.from_sources(environment)  # they validate
+        urls.add(settings.database_url)
+    assert urls == {"postgresql://smarty:smarty@postgres:5432/smarty"}  # one database for both
+    password = _interpolate(str(postgres["environment"]["POSTGRES_PASSWORD"]))
+    assert password == "smarty" and postgres["environment"]["POSTGRES_DB"] == "smarty"
+
+
+def _interpolate(value: str) -> str:
+    """Compose's ``${NAME:-default}``, with nothing set."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
 
 
 # --- the package: sdist and wheel; the install steps in a fresh venv ----------------------------------------------

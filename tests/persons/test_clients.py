@@ -7,13 +7,21 @@ from collections.abc import Iterator
 import pytest
 
 from emulator.face.engine import DlibEngine
+from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.emulator_server import EmulatorServer
+
+pytestmark = BOTH_BACKENDS
 
 
 @pytest.fixture(scope="module")
-def clients_server(engine: DlibEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+def clients_server(
+    engine: DlibEngine, backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmulatorServer]:
     running = EmulatorServer(
-        tmp_path_factory.mktemp("clients"), engine=engine, clients="shop=shop-1,shop-2;bank=bank-1"
+        tmp_path_factory.mktemp("clients"),
+        engine=engine,
+        clients="shop=shop-1,shop-2;bank=bank-1",
+        **backend.settings(),
     ).start()
     yield running
     running.stop()

@@ -20,7 +20,10 @@ from typing import Any
 import httpx
 
 from tests.support import persons_client as api
+from tests.support.backends import BOTH_BACKENDS
 from tests.support.emulator_server import EmulatorServer, fixture
+
+pytestmark = BOTH_BACKENDS
 
 THREADS = 8
 OPERATIONS = 64

@@ -25,7 +25,10 @@ from emulator.control import access as admin_access
 from emulator.persons import auth
 from emulator.persons.auth import TokenDirectory
 from emulator.persons.types import ClientId, SpaceKey
+from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.emulator_server import EmulatorServer
+
+pytestmark = BOTH_BACKENDS
 
 A, B = "tok-a-5f1e2c", "tok-b-9d8c7b"
 ADMIN = "admin-secret-31337"
@@ -37,9 +40,10 @@ ALWAYS_OPEN = {"/emulator/health", "/emulator/ready", "/emulator/ui/login"}
 
 
 @pytest.fixture(scope="module")
-def two_clients(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+def two_clients(engine: Any, backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
     server = EmulatorServer(
         tmp_path_factory.mktemp("iso"),
+        **backend.settings(),
         engine=engine,
         clients=f"a={A};b={B}",
         oauth_clients="a=app-a:secret-a;b=app-b:secret-b",
@@ -206,9 +210,11 @@ def test_admin_api_needs_the_admin_token(two_clients: EmulatorServer) -> None:
     )
 
 
-def test_admin_api_is_never_open_on_a_public_bind(engine: Any, tmp_path: Path) -> None:
+def test_admin_api_is_never_open_on_a_public_bind(engine: Any, backend: Backend, tmp_path: Path) -> None:
     """``loopback`` mode on a non-loopback bind refuses even loopback clients; ``off`` hides the admin API."""
-    server = EmulatorServer(tmp_path / "data", engine=engine, admin="loopback", host="0.0.0.0").start()
+    server = EmulatorServer(
+        tmp_path / "data", engine=engine, admin="loopback", host="0.0.0.0", **backend.settings()
+    ).start()
     try:
         routes = _admin_routes(server)
         for method, path in routes:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.backends import BOTH_BACKENDS
 from tests.support.emulator_server import EmulatorServer, fixture
+
+pytestmark = BOTH_BACKENDS
 
 # One enrolled photo per person, and the other (distinct) photos of that person.
 PEOPLE = {
@@ -165,17 +168,15 @@ def test_aliases_changed_always_mode_writes_false(server: EmulatorServer, space:
 
 def test_update_embedding_learns_and_false_stores_nothing(server: EmulatorServer, space: int) -> None:
     server.set(space, 5, "people/kit_harington/john1.jpeg")
-    store = server.runtime.store
-    count = "SELECT COUNT(*) FROM faces WHERE client = 'default' AND space = ?"
-    before = store.query(count, (space,))[0][0]
+    before = server.stored_faces(space)
     assert server.tags(space, "people/kit_harington/john2.jpeg", update_embedding=False) == ["person5"]
-    assert store.query(count, (space,))[0][0] == before
+    assert server.stored_faces(space) == before
     assert server.tags(space, "people/kit_harington/john2.jpeg") == ["person5"]
-    assert store.query(count, (space,))[0][0] == before + 1
+    assert server.stored_faces(space) == before + 1
     # The same face again is a near-duplicate of what was learned: nothing more is stored.
     again = server.recognize(space, "people/kit_harington/john2.jpeg")["persons"][0]
     assert again["similarity"] == 1
-    assert store.query(count, (space,))[0][0] == before + 1
+    assert server.stored_faces(space) == before + 1
 
 
 def test_searcher_1_adds_valid_deterministic_attributes(server: EmulatorServer, space: int) -> None:

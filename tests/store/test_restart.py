@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from emulator.face.engine import DlibEngine
+from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.emulator_server import EmulatorServer
 
+pytestmark = BOTH_BACKENDS
 
-def test_every_person_is_recognized_after_a_restart(engine: DlibEngine, data_dir: Path) -> None:
-    first = EmulatorServer(data_dir, engine=engine).start()
+
+def test_every_person_is_recognized_after_a_restart(engine: DlibEngine, backend: Backend, data_dir: Path) -> None:
+    database = backend.settings()  # the same record for both runs
+    first = EmulatorServer(data_dir, engine=engine, **database).start()
     try:
         first.set(0, 1, "people/obama/obama.jpg")
         first.set(0, 2, "people/biden/biden2.jpg")
@@ -18,7 +22,7 @@ def test_every_person_is_recognized_after_a_restart(engine: DlibEngine, data_dir
     finally:
         first.stop()
 
-    second = EmulatorServer(data_dir, engine=engine).start()
+    second = EmulatorServer(data_dir, engine=engine, **database).start()
     try:
         assert second.tags(0, "people/obama/obama2.jpg", update_embedding=False) == ["person1"]
         assert second.tags(0, "people/biden/biden.jpg", update_embedding=False) == ["person2"]

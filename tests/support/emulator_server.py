@@ -17,6 +17,7 @@ from emulator.app import create_app
 from emulator.face.engine import FaceEngine
 from emulator.runtime import Runtime
 from emulator.settings import Settings
+from emulator.store.records import ClientId, SpaceKey
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
@@ -65,6 +66,10 @@ class EmulatorServer:
         self.http.close()
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+    def stored_faces(self, space: int, client: str = "default") -> int:
+        """How many faces the store holds in a space (read from the store, whichever backend)."""
+        return len(self.runtime.store.load_space(SpaceKey(ClientId(client), space)).face_ids)
 
     def configure(self, **changes: Any) -> None:
         """Change settings of the running server (as the admin API does)."""

@@ -1,0 +1,564 @@
+"""The PostgreSQL store: the persons record in one database that any number of replicas share.
+
+It implements :class:`emulator.store.records.Store` as the SQLite store does, with the database's own means:
+
+* **One writer per space, across machines.** A write transaction takes its space's lock (a transaction-level
+  advisory lock on (client, space)) and holds it until it commits, as ``BEGIN IMMEDIATE`` does for SQLite: a new
+  person id (the index's largest + 1) is never given twice, whichever replica the racing requests reach. Writes to
+  other spaces do not wait. A transaction that changed nothing wrote nothing, so it commits without a disk wait.
+* **Generations.** Every committed change bumps the space's generation in the same transaction; a replica compares
+  it with its in-memory index once per request (one primary-key read) and reloads the space only when it moved.
+  Inside a write, ``generation`` and ``load_space`` read through the write's own connection (kept per thread), so
+  they see the locked state.
+* **Durability.** Writes commit with the server's ``synchronous_commit`` (on by default): a write answered with
+  status 0 is on the database server's disk, so killing a replica loses nothing acknowledged.
+* **Failures.** Every failure of the database (unreachable, restarted, timed out) is a
+  :class:`~emulator.store.records.StoreError` naming the database without its password; waits are bounded by
+  ``database_timeout``. The pool replaces broken connections by itself: a restarted server is used again without
+  restarting the emulator.
+
+The schema is versioned per component in ``schema_version`` (this store's tables are ``store``; the testing aids'
+state has its own, see :mod:`emulator.control.state_postgres`). Migrations run at start in one transaction under an
+advisory lock, so replicas starting at once are safe; a database whose schema is newer than this code is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from emulator.settings import Settings, database_location, database_password
+from emulator.store.records import (
+    EMBEDDING_DIM,
+    ClientId,
+    FaceRow,
+    SpaceContents,
+    SpaceCounts,
+    SpaceData,
+    SpaceKey,
+    StoredFace,
+    StoreError,
+    WriteDelta,
+    blob_to_embeddings,
+    embedding_to_blob,
+)
+
+log = logging.getLogger("emulator.store")
+
+MIGRATION_LOCK = 0x736D61727479  # pg_advisory_xact_lock key of every migration ("smarty")
+UNREACHABLE_WAIT_SECONDS = 0.25  # how long an operation waits for a connection once one wait timed out
+LONG_READ_FACTOR = 10  # whole-space reads (export) may take this many times database_timeout
+
+COMPONENT = "store"
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: faces, spaces with their generation, alias pairs reported by recognize, secrets (the OAuth signing key).
+    """
+    CREATE TABLE spaces (
+        client text NOT NULL,
+        space integer NOT NULL,
+        generation bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (client, space)
+    );
+    CREATE TABLE faces (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        client text NOT NULL,
+        space integer NOT NULL,
+        person_id bigint NOT NULL,
+        kind text NOT NULL,               -- set | created | learned | imported
+        embedding bytea NOT NULL,         -- 128 little-endian float32, unit length
+        created_at double precision NOT NULL,
+        meta text NOT NULL DEFAULT '{}',  -- JSON: image name, sha256, coord
+        thumbnail bytea                   -- small JPEG crop of the face, optional
+    );
+    CREATE INDEX faces_by_person ON faces (client, space, person_id);
+    CREATE TABLE alias_pairs (
+        client text NOT NULL,
+        space integer NOT NULL,
+        low bigint NOT NULL,
+        high bigint NOT NULL,
+        PRIMARY KEY (client, space, low, high)
+    );
+    CREATE TABLE secrets (
+        name text PRIMARY KEY,
+        value bytea NOT NULL
+    );
+    """,
+)
+
+
+class Database:
+    """A pool of connections to one PostgreSQL database, for one process: the store and the testing-aid state
+    share it. Connections are in autocommit mode; a transaction is ``with conn.transaction()``.
+
+    ``timeout`` (``database_timeout``) bounds the wait for a pooled connection, connecting, every statement and
+    every lock. Once a wait for a connection timed out (the server is unreachable), later operations wait only
+    :data:`UNREACHABLE_WAIT_SECONDS` until a connection is had again, so that a request needing several operations
+    still fails within about ``timeout``; the pool keeps reconnecting in the background.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 10.0, pool_size: int = 4) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.pool_size = pool_size
+        self.location = database_location(url)
+        self._password = database_password(url)
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._lock = threading.Lock()
+        self._reachable = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(
+            settings.database_url, timeout=float(settings.database_timeout), pool_size=int(settings.database_pool_size)
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self._pool is not None
+
+    def describe(self, exc: BaseException) -> str:
+        """An error's text without the password."""
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return text.replace(self._password, "<redacted>") if self._password else text
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        seconds = max(1, math.ceil(self.timeout))
+        return {
+            "autocommit": True,
+            "connect_timeout": max(2, seconds),  # libpq's smallest
+            "application_name": "smarty-emulator",
+            # A dead server or network is noticed within about the timeout, not after TCP's minutes (TCP only).
+            "keepalives": 1,
+            "keepalives_idle": seconds,
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": seconds * 1000,
+        }
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Every new connection: statements and lock waits bounded by the timeout."""
+        millis = int(self.timeout * 1000)
+        conn.execute(f"SET statement_timeout = {millis}")
+        conn.execute(f"SET lock_timeout = {millis}")
+
+    def open(self) -> None:
+        """Connect (one probe connection first, so that a failure says why) and start the pool. Idempotent."""
+        with self._lock:
+            if self._pool is not None:
+                return
+            try:
+                with psycopg.connect(self.url, **self._connect_kwargs()):
+                    pass
+            except psycopg.Error as exc:
+                raise StoreError(f"could not connect to {self.location}: {self.describe(exc)}") from exc
+            pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+                self.url,
+                kwargs=self._connect_kwargs(),
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=self.timeout,
+                # A broken connection is found (and replaced) when taken from the pool, not by a failed request.
+                check=ConnectionPool.check_connection,
+                configure=self._configure,
+                # Give up one reconnection series after this long; the next request starts a new one at once, so
+                # a server that was down for long is used again soon after it is back.
+                reconnect_timeout=max(self.timeout, 5.0),
+                name="smarty-emulator",
+                open=False,
+            )
+            try:
+                pool.open(wait=True, timeout=self.timeout)
+            except (PoolTimeout, psycopg.Error) as exc:
+                pool.close()
+                raise StoreError(f"could not connect to {self.location}: {self.describe(exc)}") from exc
+            self._pool = pool
+            self._reachable = True
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=self.timeout)
+
+    @contextmanager
+    def failures(self, doing: str) -> Iterator[None]:
+        """The database's errors as ``StoreError`` (named, without the password)."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            if isinstance(exc, PoolTimeout):
+                self._reachable = False
+            raise StoreError(f"could not {doing} {self.location}: {self.describe(exc)}") from exc
+
+    @contextmanager
+    def connection(self, doing: str = "use") -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection (autocommit) for one operation; failures become ``StoreError``."""
+        pool = self._pool
+        if pool is None:
+            raise StoreError(f"could not {doing} {self.location}: the database is not open")
+        wait = self.timeout if self._reachable else min(self.timeout, UNREACHABLE_WAIT_SECONDS)
+        with self.failures(doing), pool.connection(timeout=wait) as conn:
+            self._reachable = True
+            yield conn
+
+    @contextmanager
+    def dedicated(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of its own, outside the pool, without statement or lock timeouts (for a long lock)."""
+        with self.failures(doing), psycopg.connect(self.url, **self._connect_kwargs()) as conn:
+            yield conn
+
+    def migrate(self, component: str, migrations: Sequence[str]) -> None:
+        """Bring ``component``'s tables to the newest of ``migrations`` (each a script), in one transaction under
+        an advisory lock: replicas starting at once migrate one after the other, the later ones find it done."""
+        with self.connection("migrate") as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (component text PRIMARY KEY, version integer NOT NULL)"
+            )
+            row = conn.execute("SELECT version FROM schema_version WHERE component = %s", (component,)).fetchone()
+            version = int(row[0]) if row else 0
+            if version > len(migrations):
+                raise StoreError(
+                    f"{self.location} holds the {component} schema version {version}, newer than this emulator "
+                    f"knows ({len(migrations)}): run a newer emulator, or give this one a database of its own"
+                )
+            for script in migrations[version:]:
+                conn.execute(script.encode())  # several statements: no parameters
+            if version < len(migrations):
+                conn.execute(
+                    "INSERT INTO schema_version (component, version) VALUES (%s, %s)"
+                    " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                    (component, len(migrations)),
+                )
+                log.info(
+                    "%s: %s schema migrated from version %d to %d", self.location, component, version, len(migrations)
+                )
+
+
+class PgSpaceWriter:
+    """Operations inside one write transaction on one space (see :meth:`PostgresStore.write`)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], key: SpaceKey, generation: int) -> None:
+        self._conn = conn
+        self.key = key
+        self.generation = generation
+        self.delta = WriteDelta(key, generation, generation)
+        self.aliases_changed = False
+
+    def _rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, (self.key.client, self.key.space, *args)).fetchall()
+
+    def count_faces(self) -> int:
+        return int(self._rows("SELECT COUNT(*) FROM faces WHERE client = %s AND space = %s")[0][0])
+
+    def add_face(
+        self,
+        person_id: int,
+        embedding: np.ndarray,
+        kind: str,
+        meta: dict[str, Any] | None = None,
+        thumbnail: bytes | None = None,
+        created_at: float | None = None,
+    ) -> int:
+        row = self._rows(
+            "INSERT INTO faces (client, space, person_id, kind, embedding, created_at, meta, thumbnail)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            person_id,
+            kind,
+            embedding_to_blob(embedding),
+            time.time() if created_at is None else created_at,
+            json.dumps(meta or {}, ensure_ascii=False),
+            thumbnail,
+        )
+        face_id = int(row[0][0])
+        self.delta.added.append(FaceRow(face_id, person_id, np.asarray(embedding, dtype=np.float32)))
+        return face_id
+
+    def _delete_where(self, clause: str, *args: Any) -> int:
+        rows = self._rows(f"DELETE FROM faces WHERE client = %s AND space = %s AND {clause} RETURNING id", *args)
+        self.delta.removed_face_ids.update(int(r[0]) for r in rows)
+        return len(rows)
+
+    def delete_person(self, person_id: int) -> int:
+        removed = self._delete_where("person_id = %s", person_id)
+        self._conn.execute(
+            "DELETE FROM alias_pairs WHERE client = %s AND space = %s AND (low = %s OR high = %s)",
+            (self.key.client, self.key.space, person_id, person_id),
+        )
+        return removed
+
+    def trim_learned(self, person_id: int, keep: int) -> int:
+        """Keep only the newest ``keep`` learned embeddings of a person."""
+        return self._delete_where(
+            "person_id = %s AND kind = 'learned' AND id NOT IN ("
+            " SELECT id FROM faces WHERE client = %s AND space = %s AND person_id = %s AND kind = 'learned'"
+            " ORDER BY id DESC LIMIT %s)",
+            person_id,
+            self.key.client,
+            self.key.space,
+            person_id,
+            keep,
+        )
+
+    def truncate(self) -> int:
+        args = (self.key.client, self.key.space)
+        removed = self._conn.execute("DELETE FROM faces WHERE client = %s AND space = %s", args).rowcount
+        self._conn.execute("DELETE FROM alias_pairs WHERE client = %s AND space = %s", args)
+        self.delta.cleared = True
+        return int(removed)
+
+    def person_sha256s(self, person_id: int) -> set[str]:
+        rows = self._rows("SELECT meta FROM faces WHERE client = %s AND space = %s AND person_id = %s", person_id)
+        return {digest for (meta,) in rows if isinstance(digest := _meta(meta).get("sha256"), str)}
+
+    def has_embedding(self, person_id: int, embedding: np.ndarray) -> bool:
+        rows = self._rows(
+            "SELECT 1 FROM faces WHERE client = %s AND space = %s AND person_id = %s AND embedding = %s LIMIT 1",
+            person_id,
+            embedding_to_blob(embedding),
+        )
+        return bool(rows)
+
+    def record_alias_pairs(self, person_id: int, aliases: Sequence[int]) -> bool:
+        new = False
+        for other in aliases:
+            low, high = sorted((person_id, other))
+            cursor = self._conn.execute(
+                "INSERT INTO alias_pairs (client, space, low, high) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (self.key.client, self.key.space, low, high),
+            )
+            new = new or cursor.rowcount > 0
+        if new:
+            self.aliases_changed = True
+        return new
+
+
+class PostgresStore:
+    """The record in PostgreSQL (see :class:`emulator.store.records.Store` for what each method promises)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._local = threading.local()  # .conn: the connection of the write transaction open in this thread
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PostgresStore:
+        return cls(Database.from_settings(settings))
+
+    @property
+    def location(self) -> str:
+        return self.database.location
+
+    def open(self) -> None:
+        self.database.open()
+        self.database.migrate(COMPONENT, _MIGRATIONS)
+
+    def close(self) -> None:
+        self.database.close()
+
+    @contextmanager
+    def _reading(self) -> Iterator[psycopg.Connection[Any]]:
+        """The write transaction's connection if this thread has one open, else a pooled one."""
+        own: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if own is not None:
+            with self.database.failures("read"):
+                yield own
+            return
+        with self.database.connection("read") as conn:
+            yield conn
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A read-only query (this backend's own; tests use it)."""
+        with self._reading() as conn:
+            return conn.execute(sql, tuple(args)).fetchall()
+
+    # --- the hot path -----------------------------------------------------------------
+
+    def generation(self, key: SpaceKey) -> int:
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT generation FROM spaces WHERE client = %s AND space = %s", (key.client, key.space)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def load_space(self, key: SpaceKey) -> SpaceData:
+        """One statement (one snapshot), one row: the generation and the faces packed as three byte strings, sent in
+        binary (a 75,000-face space is ~38 MB of embeddings, read without a row per face)."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT COALESCE((SELECT generation FROM spaces WHERE client = %(c)s AND space = %(s)s), 0),"
+                " string_agg(int8send(id), ''::bytea ORDER BY id),"
+                " string_agg(int8send(person_id), ''::bytea ORDER BY id),"
+                " string_agg(embedding, ''::bytea ORDER BY id)"
+                " FROM faces WHERE client = %(c)s AND space = %(s)s",
+                {"c": key.client, "s": key.space},
+                binary=True,
+            ).fetchone()
+        assert row is not None
+        generation, ids, persons, embeddings = row
+        return SpaceData(
+            generation=int(generation),
+            face_ids=np.frombuffer(ids or b"", dtype=">i8").astype(np.int64),
+            person_ids=np.frombuffer(persons or b"", dtype=">i8").astype(np.int64),
+            embeddings=np.frombuffer(embeddings or b"", dtype="<f4").reshape(-1, EMBEDDING_DIM).astype(np.float32),
+        )
+
+    @contextmanager
+    def write(self, key: SpaceKey) -> Iterator[PgSpaceWriter]:
+        """A write transaction on one space, holding the space's lock until it commits or rolls back."""
+        args = (key.client, key.space)
+        with self.database.connection("write") as conn, conn.transaction():
+            # A transaction-level advisory lock on (client, space), not a row lock: a recognize that may write
+            # (update_embedding is on by default) but changes nothing then writes nothing at all — no WAL, no
+            # transaction id, no fsync at commit. Taken before the generation is read: in READ COMMITTED each
+            # statement sees what was committed when it began, so the read must come after the wait.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", args)
+            row = conn.execute("SELECT generation FROM spaces WHERE client = %s AND space = %s", args).fetchone()
+            writer = PgSpaceWriter(conn, key, int(row[0]) if row else 0)
+            self._local.conn = conn
+            try:
+                yield writer
+            finally:
+                self._local.conn = None
+            if writer.delta.changed or writer.aliases_changed:
+                new_generation = writer.generation + 1
+                conn.execute(
+                    "INSERT INTO spaces (client, space, generation) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (client, space) DO UPDATE SET generation = excluded.generation",
+                    (*args, new_generation),
+                )
+                writer.delta.new_generation = new_generation
+
+    # --- inventory ---------------------------------------------------------------------
+
+    def space_counts(self, client: ClientId | None = None) -> list[SpaceCounts]:
+        sql = "SELECT client, space, COUNT(DISTINCT person_id), COUNT(*) FROM faces"
+        args: tuple[Any, ...] = ()
+        if client is not None:
+            sql += " WHERE client = %s"
+            args = (client,)
+        rows = self.query(sql + " GROUP BY client, space ORDER BY client, space", args)
+        return [SpaceCounts(SpaceKey(ClientId(r[0]), int(r[1])), int(r[2]), int(r[3])) for r in rows]
+
+    def space_keys(self, client: ClientId | None = None, space: int | None = None) -> list[SpaceKey]:
+        rows = self.query(
+            "SELECT client, space FROM spaces UNION SELECT client, space FROM faces ORDER BY client, space"
+        )
+        keys = [SpaceKey(ClientId(r[0]), int(r[1])) for r in rows]
+        return [k for k in keys if (client is None or k.client == client) and (space is None or k.space == space)]
+
+    def person_photo_counts(self, key: SpaceKey) -> list[tuple[int, int]]:
+        rows = self.query(
+            "SELECT person_id, COUNT(*) FROM faces WHERE client = %s AND space = %s"
+            " GROUP BY person_id ORDER BY person_id",
+            (key.client, key.space),
+        )
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    def person_faces(self, key: SpaceKey, person_id: int) -> list[StoredFace]:
+        rows = self.query(
+            f"SELECT {_FACE_COLUMNS} FROM faces WHERE client = %s AND space = %s AND person_id = %s ORDER BY id",
+            (key.client, key.space, person_id),
+        )
+        return _stored_faces(rows)
+
+    def space_contents(self, key: SpaceKey) -> SpaceContents:
+        """One repeatable-read snapshot; it may take longer than one statement's bound (an export of a full space
+        with its thumbnails)."""
+        args = (key.client, key.space)
+        with self.database.connection("read") as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.execute(f"SET LOCAL statement_timeout = {int(self.database.timeout * 1000 * LONG_READ_FACTOR)}")
+            row = conn.execute("SELECT generation FROM spaces WHERE client = %s AND space = %s", args).fetchone()
+            rows = conn.execute(
+                f"SELECT {_FACE_COLUMNS} FROM faces WHERE client = %s AND space = %s ORDER BY id", args, binary=True
+            ).fetchall()
+            pairs = conn.execute(
+                "SELECT low, high FROM alias_pairs WHERE client = %s AND space = %s ORDER BY low, high", args
+            ).fetchall()
+        generation = int(row[0]) if row else 0
+        return SpaceContents(key, generation, tuple(_stored_faces(rows)), tuple((int(a), int(b)) for a, b in pairs))
+
+    def person_sha256s(self, key: SpaceKey) -> dict[int, set[str]]:
+        rows = self.query("SELECT person_id, meta FROM faces WHERE client = %s AND space = %s", (key.client, key.space))
+        found: dict[int, set[str]] = {}
+        for person_id, meta in rows:
+            digest = _meta(meta).get("sha256")
+            if isinstance(digest, str):
+                found.setdefault(int(person_id), set()).add(digest)
+        return found
+
+    def read_thumbnail(self, face_id: int, client: ClientId | None = None) -> bytes | None:
+        if client is None:
+            rows = self.query("SELECT thumbnail FROM faces WHERE id = %s", (face_id,))
+        else:
+            rows = self.query("SELECT thumbnail FROM faces WHERE id = %s AND client = %s", (face_id, client))
+        if not rows or rows[0][0] is None:
+            return None
+        return bytes(rows[0][0])
+
+    # --- shared by all replicas ----------------------------------------------------------
+
+    def secret(self, name: str) -> bytes:
+        """A random secret of the record (e.g. the OAuth signing key): the first replica to ask creates it."""
+        with self.database.connection("read the secret from") as conn:
+            conn.execute(
+                "INSERT INTO secrets (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (name, secrets.token_bytes(32)),
+            )
+            row = conn.execute("SELECT value FROM secrets WHERE name = %s", (name,)).fetchone()
+        assert row is not None
+        return bytes(row[0])
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold a lock named ``name`` against every process on every machine sharing the database (a session
+        advisory lock on a connection of its own, released when the block ends or the process dies)."""
+        with self.database.dedicated("lock") as conn:
+            key = conn.execute("SELECT hashtextextended(%s, 0)", (f"smarty-emulator:{name}",)).fetchone()
+            assert key is not None
+            conn.execute("SELECT pg_advisory_lock(%s)", (key[0],))
+            try:
+                yield
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key[0],))
+
+
+_FACE_COLUMNS = "id, person_id, kind, created_at, meta, embedding, thumbnail"
+
+
+def _meta(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _stored_faces(rows: Sequence[tuple[Any, ...]]) -> list[StoredFace]:
+    """Rows of :data:`_FACE_COLUMNS` as faces."""
+    embeddings = blob_to_embeddings([bytes(r[5]) for r in rows])
+    return [
+        StoredFace(
+            face_id=int(r[0]),
+            person_id=int(r[1]),
+            kind=str(r[2]),
+            created_at=float(r[3]),
+            meta=_meta(r[4]),
+            embedding=embeddings[i],
+            thumbnail=bytes(r[6]) if r[6] is not None else None,
+        )
+        for i, r in enumerate(rows)
+    ]
