@@ -16,12 +16,14 @@ from emulator.control.journal import Journal
 from emulator.control.seed import SEED_LOCK_FILENAME, seed_at_startup
 from emulator.control.state import BOOT_ID_ENV, SharedState
 from emulator.face.engine import FaceEngine
+from emulator.ops.datadir import check_data_dir
 from emulator.ops.observe import Observer
 from emulator.persons.auth import TokenDirectory
 from emulator.persons.oauth import TokenIssuer, load_or_create_secret
 from emulator.persons.service import PersonsService
 from emulator.settings import Settings, parse_clients, parse_oauth_clients
 from emulator.store.records import Store
+from emulator.store.watch import WatchedStore
 
 STARTUP_STEPS = ("store", "models", "warm-up")
 
@@ -50,12 +52,14 @@ class Runtime:
     startup: set[str] = field(default_factory=set)  # done so far: "store", "models", "warm-up"
     startup_error: str | None = None
     last_failure: tuple[float, str] | None = None  # (unix time, text) of the last request that failed internally
+    writes_ok_since: float | None = None  # unix time of the first committed write after last_failure
     observers: list[Observer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._settings = self.base_settings
         self._overrides: dict[str, Any] = {}
         self._settings_version = -1
+        self.store = WatchedStore(self.store, self._note_write)  # health: when storage worked again
         self.shared = SharedState(self.base_settings.data_dir, self.boot_id)
         self.faults = FaultInjector(self.shared)
         self.service = PersonsService(self.engine, self.store, lambda: self.settings)
@@ -95,6 +99,11 @@ class Runtime:
     def note_failure(self, exc: BaseException) -> None:
         """Remember the last internal failure of a request (health shows it)."""
         self.last_failure = (time.time(), f"{type(exc).__name__}: {exc}")
+        self.writes_ok_since = None
+
+    def _note_write(self) -> None:
+        if self.last_failure is not None and self.writes_ok_since is None:
+            self.writes_ok_since = time.time()
 
     def sync_shared(self) -> None:
         """Pick up live settings and fault rules changed through any worker: one small read, called
@@ -133,6 +142,7 @@ class Runtime:
         ``startup_error`` and raised.
         """
         try:
+            check_data_dir(self.base_settings.data_dir)  # read-only or not creatable: say so, naming it
             self.shared.open()  # the testing aids' state; emptied if left by another run
             self.sync_shared()
             self.store.open()

@@ -15,22 +15,25 @@ from emulator.control.seed import seed
 from emulator.persons.types import ClientId
 from emulator.settings import Settings
 from emulator.store import Store, store_from_settings
+from emulator.store.records import StoreError
 
 
 def run(command: str, args: argparse.Namespace, settings: Settings) -> int:
+    """Run one command; a problem with its input or the database is one line on standard error and status 1."""
     store = store_from_settings(settings)
-    store.open()
     try:
-        if command == "export":
-            return _export(store, args)
-        if command == "import":
-            return _import(store, args, settings)
-        return _seed(store, args, settings)
-    except (snapshot.SnapshotError, FileNotFoundError) as exc:
+        store.open()  # a database file that is not the emulator's is refused here, untouched
+        try:
+            if command == "export":
+                return _export(store, args)
+            if command == "import":
+                return _import(store, args, settings)
+            return _seed(store, args, settings)
+        finally:
+            store.close()
+    except (snapshot.SnapshotError, StoreError, OSError) as exc:
         print(f"smarty-emulator {command}: {exc}", file=sys.stderr)
         return 1
-    finally:
-        store.close()
 
 
 def _export(store: Store, args: argparse.Namespace) -> int:

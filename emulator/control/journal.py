@@ -14,11 +14,15 @@ requests of all workers, whichever worker answers ``GET /emulator/requests``.
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
 from emulator.control.state import SharedState
 from emulator.ops.observe import RequestRecord
+
+log = logging.getLogger("emulator.journal")
 
 
 def entry_of(record: RequestRecord) -> dict[str, Any]:
@@ -48,12 +52,24 @@ class Journal:
     def __init__(self, shared: SharedState, size: int) -> None:
         self.shared = shared
         self.size = size
+        self._failing = False
 
     def __call__(self, record: RequestRecord) -> None:
+        """Record a request. A failed write (the disk is full, say) never fails the request: it is logged in one
+        line when the journal starts failing and when it works again, and the entry is lost."""
         if self.size <= 0:
             return
         entry = json.dumps(entry_of(record), ensure_ascii=False, default=str)
-        self.shared.journal_append(record.started_at, record.method, record.space, entry, self.size)
+        try:
+            self.shared.journal_append(record.started_at, record.method, record.space, entry, self.size)
+        except sqlite3.Error as exc:
+            if not self._failing:
+                log.warning("requests are not journaled until this is resolved: %s: %s", self.shared.path, exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("requests are journaled again")
+            self._failing = False
 
     def entries(
         self, method: str | None = None, space: int | None = None, since: float | None = None
