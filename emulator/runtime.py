@@ -13,7 +13,7 @@ from typing import Any
 
 from emulator.control.faults import FaultInjector
 from emulator.control.journal import Journal
-from emulator.control.seed import SEED_LOCK_FILENAME, seed_at_startup
+from emulator.control.seed import SEED_LOCK_FILENAME, SeedLimits, seed_at_startup
 from emulator.control.state import BOOT_ID_ENV, SharedState
 from emulator.face.engine import FaceEngine
 from emulator.ops.datadir import check_data_dir
@@ -161,6 +161,7 @@ class Runtime:
                     lock=self.base_settings.data_dir / SEED_LOCK_FILENAME,
                     max_faces_per_space=self.settings.max_faces_per_space,
                     on_write=self.service.index.apply,
+                    limits=SeedLimits.from_settings(self.settings),
                 )
         except Exception as exc:
             self.startup_error = f"{type(exc).__name__}: {exc}"

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from emulator.control import snapshot
-from emulator.control.seed import seed
+from emulator.control.seed import SeedLimits, seed
 from emulator.persons.types import ClientId
 from emulator.settings import Settings
 from emulator.store import Store, store_from_settings
@@ -51,8 +51,15 @@ def _export(store: Store, args: argparse.Namespace) -> int:
 
 
 def _import(store: Store, args: argparse.Namespace, settings: Settings) -> int:
-    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    report = snapshot.restore(store, snapshot.loads(data), args.mode, max_faces_per_space=settings.max_faces_per_space)
+    limits = snapshot.SnapshotLimits.from_settings(settings)
+    if args.file == "-":
+        data = snapshot.read_file(sys.stdin.buffer, limits)
+    else:
+        with open(args.file, "rb") as handle:
+            data = snapshot.read_file(handle, limits)
+    loaded = snapshot.loads(data, limits)
+    del data
+    report = snapshot.restore(store, loaded, args.mode, max_faces_per_space=settings.max_faces_per_space)
     print(
         f"imported ({args.mode}): {report.spaces} space(s), {report.faces_added} face(s) added,"
         f" {report.faces_skipped} already there, {report.spaces_emptied} other space(s) emptied",
@@ -65,6 +72,12 @@ def _seed(store: Store, args: argparse.Namespace, settings: Settings) -> int:
     from emulator.face.engine import DlibEngine  # loads dlib: only for this command
 
     engine = DlibEngine(max_width=settings.max_image_width, max_height=settings.max_image_height)
-    outcome = seed(store, engine, Path(args.source), max_faces_per_space=settings.max_faces_per_space)
+    outcome = seed(
+        store,
+        engine,
+        Path(args.source),
+        max_faces_per_space=settings.max_faces_per_space,
+        limits=SeedLimits.from_settings(settings),
+    )
     print(f"seeded from {args.source}: {outcome.summary()}", file=sys.stderr)
     return 0
