@@ -252,6 +252,14 @@ SETTINGS: tuple[Setting, ...] = (
         live=True,
     ),
     Setting(
+        "shutdown_timeout",
+        float,
+        10.0,
+        "Seconds `serve` waits on SIGTERM or Ctrl-C for requests in flight before it cancels them (they get the "
+        "internal-error envelope) and exits.",
+        minimum=0.0,
+    ),
+    Setting(
         "journal_size",
         int,
         1000,
