@@ -68,7 +68,7 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app.include_router(build_login_router(runtime))
     app.include_router(build_ui_router(runtime))
     app.include_router(build_health_router(runtime))
-    app.include_router(build_metrics_router(metrics))
+    app.include_router(build_metrics_router(metrics, runtime))
     app.include_router(build_admin_router(runtime))
     app.add_exception_handler(StoreError, _storage_failed)  # the admin API's (persons requests answer envelopes)
     app.add_middleware(OverloadMiddleware, runtime=runtime)

@@ -260,6 +260,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0.0,
     ),
     Setting(
+        "metrics",
+        str,
+        "auto",
+        "Access to `GET /metrics`: `open`; `admin` (behind the admin API's guard, see `SMARTY_ADMIN`); `off` (404); "
+        "`auto`: open on a loopback bind, `admin` otherwise.",
+        choices=("auto", "open", "admin", "off"),
+    ),
+    Setting(
         "journal_size",
         int,
         1000,
