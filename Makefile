@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 
-.PHONY: run test lint chromium bench
+.PHONY: run test lint chromium bench soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(BIN)/python chromium
 bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	BENCH_VIA_MAKE=1 $(BIN)/python bench/run.py
+
+# The soak (10 minutes, 8 clients, two workers): writes its figures into bench/RESULTS.md (its own section).
+soak: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	SMARTY_SOAK_RESULTS=bench/RESULTS.md $(BIN)/python -m pytest -m soak tests/ops/test_soak.py -s -q
 
 lint: $(BIN)/python
 	$(BIN)/ruff check .

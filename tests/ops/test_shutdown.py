@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,16 @@ def _client(number: int, base_url: str, stop: threading.Event, outcomes: Outcome
                     outcomes.acknowledged.append(person_id)
 
 
+@pytest.fixture
+def started() -> Iterator[list[EmulatorProcess]]:
+    """Servers a test started: killed at the end if a failed assertion left them running."""
+    servers: list[EmulatorProcess] = []
+    yield servers
+    for server in servers:
+        if server.process is not None and server.process.poll() is None:
+            server.kill9()
+
+
 def _stored_persons(server: EmulatorProcess) -> dict[int, int]:
     response = httpx.get(f"{server.base_url}/emulator/clients/default/spaces/{SPACE}/persons", timeout=60)
     assert response.status_code == 200, response.text
@@ -98,8 +109,12 @@ def _stored_persons(server: EmulatorProcess) -> dict[int, int]:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_sigterm_under_load_loses_no_acknowledged_set(tmp_path: Path, workers: int) -> None:
-    server = EmulatorProcess(tmp_path / "data", workers=workers).start()
+def test_sigterm_under_load_loses_no_acknowledged_set(
+    tmp_path: Path, workers: int, started: list[EmulatorProcess]
+) -> None:
+    server = EmulatorProcess(tmp_path / "data", workers=workers)
+    started.append(server)
+    server.start()
     assert server.process is not None
     outcomes = Outcomes()
     stop = threading.Event()
@@ -126,11 +141,7 @@ def test_sigterm_under_load_loses_no_acknowledged_set(tmp_path: Path, workers: i
         except httpx.TransportError as exc:  # accepted by the kernel, closed unanswered by the stopping server
             refused_new.append(type(exc).__name__)
         time.sleep(0.2)
-    try:
-        code = server.process.wait(timeout=max(0.1, DEFAULT_TIMEOUT + EXIT_MARGIN - (time.monotonic() - signalled)))
-    except Exception:
-        server.kill9()
-        raise
+    code = server.process.wait(timeout=max(0.1, DEFAULT_TIMEOUT + EXIT_MARGIN - (time.monotonic() - signalled)))
     exit_seconds = time.monotonic() - signalled
     stop.set()
     for thread in threads:
@@ -151,11 +162,10 @@ def test_sigterm_under_load_loses_no_acknowledged_set(tmp_path: Path, workers: i
     assert refused_new and all(r != "answered 200" for r in refused_new), refused_new
     assert "Traceback" not in log, log[-3000:]
 
-    restarted = EmulatorProcess(tmp_path / "data", workers=1).start()
-    try:
-        stored = _stored_persons(restarted)
-    finally:
-        restarted.stop()
+    restarted = EmulatorProcess(tmp_path / "data", workers=1)
+    started.append(restarted)
+    stored = _stored_persons(restarted.start())
+    restarted.stop()
     missing = [p for p in outcomes.acknowledged if stored.get(p) != 1]
     assert missing == [], missing
     print(
@@ -167,9 +177,13 @@ def test_sigterm_under_load_loses_no_acknowledged_set(tmp_path: Path, workers: i
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_request_past_the_shutdown_timeout_gets_the_envelope(tmp_path: Path, workers: int) -> None:
+def test_a_request_past_the_shutdown_timeout_gets_the_envelope(
+    tmp_path: Path, workers: int, started: list[EmulatorProcess]
+) -> None:
     timeout = 2.0
-    server = EmulatorProcess(tmp_path / "data", workers=workers, shutdown_timeout=timeout).start()
+    server = EmulatorProcess(tmp_path / "data", workers=workers, shutdown_timeout=timeout)
+    started.append(server)
+    server.start()
     assert server.process is not None
     rule = {"kind": "latency", "latency_ms": 60_000, "method": "set"}
     assert httpx.post(f"{server.base_url}/emulator/faults", json=rule, timeout=30).status_code == 201
