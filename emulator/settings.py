@@ -246,7 +246,7 @@ SETTINGS: tuple[Setting, ...] = (
         "max_snapshot_faces",
         int,
         75_000,
-        "Faces one snapshot may hold. Checked before its JSON is parsed (its values are counted, at most 16 per "
+        "Faces one snapshot may hold. Checked before its JSON is parsed (its values are counted, at most 24 per "
         "face), so millions of tiny entries never become millions of objects.",
         minimum=1,
         live=True,

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow  # real server processes
 
 CLIENTS = 8
 SPACE = 2
-LOAD_SECONDS = 6.0  # of sets before the signal
+LOAD_SECONDS = 4.0  # of sets before the signal
 IN_FLIGHT_SECONDS = 1.0  # a request sent this long before the signal was surely received by the server
 DEFAULT_TIMEOUT = 10.0  # SMARTY_SHUTDOWN_TIMEOUT's default
 EXIT_MARGIN = 5.0

@@ -9,7 +9,7 @@ Between the second minute and the last one:
 
 * resident memory grows by at most 5 %;
 * open file descriptors stay flat (the last minute's largest count at most ``FD_SLACK`` above the second's);
-* the WAL file stays under ``WAL_BOUND`` all along, and it restarts after checkpoints (its header's counter moves);
+* the WAL file stays under ``WAL_BOUND`` all along, and it restarts after checkpoints (new salts in its header);
 * the p95 latency drifts by at most 20 %;
 
 and no request fails, and every person whose set was acknowledged, and not deleted or truncated since, is stored.
@@ -138,15 +138,15 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _checkpoints(wal: Path) -> int:
-    """The WAL header's checkpoint sequence number: SQLite bumps it each time the WAL starts over after a
-    checkpoint copied it into the database (a WAL that never restarts only grows)."""
+def _wal_salt(wal: Path) -> bytes:
+    """The WAL header's salts: SQLite draws new ones each time the WAL starts over after a checkpoint copied it into
+    the database (a WAL that never restarts only grows)."""
     try:
         with open(wal, "rb") as handle:
-            header = handle.read(16)
+            header = handle.read(24)
     except FileNotFoundError:
-        return 0
-    return int.from_bytes(header[12:16], "big") if len(header) == 16 else 0
+        return b""
+    return header[16:24]
 
 
 @pytest.fixture
@@ -166,7 +166,9 @@ def test_ten_minutes_of_mixed_load_leave_nothing_growing(two_workers: EmulatorPr
     server = two_workers
     wal = server.data_dir / f"{DB_FILENAME}-wal"
     run = Run()
-    samples: list[tuple[float, ...]] = []  # (seconds, RSS bytes, open fds, WAL bytes, WAL checkpoint counter)
+    samples: list[tuple[float, ...]] = []  # (seconds, RSS bytes, open fds, WAL bytes, load average)
+    salts: list[bytes] = []
+    restarts = 0  # WAL restarts seen from the 2nd minute on
     stop = threading.Event()
     started = time.monotonic()
     clients = [
@@ -177,7 +179,10 @@ def test_ten_minutes_of_mixed_load_leave_nothing_growing(two_workers: EmulatorPr
         thread.start()
     try:
         while (now := time.monotonic() - started) < SECONDS:
-            samples.append((now, server.rss_bytes(), _open_fds(server), _size(wal), _checkpoints(wal)))
+            salt = _wal_salt(wal)
+            restarts += int(bool(salts) and salt != salts[-1] and now >= 60.0)
+            salts.append(salt)
+            samples.append((now, server.rss_bytes(), _open_fds(server), _size(wal), os.getloadavg()[0]))
             time.sleep(SAMPLE_SECONDS)
     finally:
         stop.set()
@@ -190,7 +195,7 @@ def test_ten_minutes_of_mixed_load_leave_nothing_growing(two_workers: EmulatorPr
     rss_second, rss_last = (statistics.mean(_window(samples, *w, 1)) for w in (second, last))
     fds_second, fds_last = (max(_window(samples, *w, 2)) for w in (second, last))
     wal_max = max(s[3] for s in samples)
-    resets_second, resets_end = int(max(_window(samples, *second, 4))), int(samples[-1][4])
+    load_second, load_last = (statistics.mean(_window(samples, *w, 4)) for w in (second, last))
     latencies = {w: [lat for t, _, lat in run.requests if w[0] <= t < w[1]] for w in (second, last)}
     p95_second, p95_last = (statistics.quantiles(latencies[w], n=20)[-1] for w in (second, last))
     counts = {m: sum(1 for _, method, _ in run.requests if method == m) for m in ("set", "recognize", "delete")}
@@ -230,12 +235,20 @@ def test_ten_minutes_of_mixed_load_leave_nothing_growing(two_workers: EmulatorPr
             wal_max <= WAL_BOUND,
         ),
         (
-            "WAL restarts after a checkpoint (its header's checkpoint counter)",
-            f"{resets_second}",
-            f"{resets_end}",
-            f"{resets_end - resets_second:+d}",
-            "increases",
-            resets_end > resets_second,
+            "WAL restarts after a checkpoint, from the 2nd minute on (new salts in its header)",
+            "",
+            f"{restarts}",
+            "",
+            ">= 1",
+            restarts >= 1,
+        ),
+        (
+            "load average of the machine (1 min, mean; not a bound: other work slows every request)",
+            f"{load_second:.2f}",
+            f"{load_last:.2f}",
+            "",
+            "-",
+            True,
         ),
     ]
     summary = (
@@ -274,13 +287,17 @@ def _write_results(
         f"Produced by `make soak` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `serve --workers 2`,"
         f" {CLIENTS} loopback clients for {SECONDS / 60:.0f} minutes, each in its own space mixing set (35 %),"
         " recognize (45 %, half of them learning), delete (17 %) and truncate (3 %) with distinct uploads"
-        f" (`tests/ops/test_soak.py`). Load average (1 min) at the end: {load[0]:.2f}.",
+        f" (`tests/ops/test_soak.py`). Machine: {os.cpu_count()} cores; load average (1 min) at the end:"
+        f" {load[0]:.2f}.",
         "",
         f"{summary}.",
         "",
         "| figure | 2nd minute | last minute | change | bound | |",
         "| --- | ---: | ---: | ---: | --- | --- |",
-        *[f"| {f} | {a} | {b} | {c} | {bound} | {'met' if met else 'NOT met'} |" for f, a, b, c, bound, met in figures],
+        *[
+            f"| {f} | {a} | {b} | {c} | {bound} | {'' if bound == '-' else 'met' if met else 'NOT met'} |"
+            for f, a, b, c, bound, met in figures
+        ],
         "",
         f"Resident memory per minute (MiB, mean): {rss_per_minute}.",
         "<!-- soak:end -->",
