@@ -62,7 +62,7 @@ class Runtime:
         self.store = WatchedStore(self.store, self._note_write)  # health: when storage worked again
         self.shared = SharedState(self.base_settings.data_dir, self.boot_id)
         self.faults = FaultInjector(self.shared)
-        self.service = PersonsService(self.engine, self.store, lambda: self.settings)
+        self.service = PersonsService(self.engine, self.store, lambda: self.settings, self.note_failure)
         service_clients = parse_clients(self.settings.clients)
         self.oauth = TokenIssuer(
             parse_oauth_clients(self.settings.oauth_clients),

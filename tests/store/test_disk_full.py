@@ -5,7 +5,7 @@ The data dir is a small tmpfs (8 MiB). After a few acknowledged sets, a filler f
 * every request is answered, each within ``ANSWER_SECONDS``;
 * a set that could not be stored gets the real service's internal-error envelope, and nothing of it is kept (each
   set carries two photos of its person: after a failure the person has no face at all);
-* recognize against what is stored keeps working;
+* recognize against what is stored keeps working (one that would learn a face answers without storing it);
 * ``/emulator/health`` shows the storage error and its time, and the log has one line naming the cause;
 * once the filler is removed, sets work again with no restart, and health says since when;
 * after the server stops, every acknowledged set is still there and ``PRAGMA integrity_check`` is ok.
@@ -116,9 +116,15 @@ def test_a_full_disk_fails_sets_cleanly_and_service_comes_back(server_on_small_d
                 break
         assert len(failed) >= 3, f"the disk never filled up: {acknowledged}"
 
-        # Recognize against what is stored keeps working on the full disk.
+        # Recognize against what is stored keeps working on the full disk; one that would learn a face (the
+        # default, update_embedding) answers the same match, and what it learned is not stored.
         for person_id, probe in PROBES.items():
             assert f"person{person_id}" in _found(http, probe)
+        meta = f'{{"space":"{SPACE}","images":[{{"name":"f"}}]}}'
+        payload, elapsed = _post(http, "recognize", meta, [("f", fixture("people/obama/obama1.jpg") + b"#learn")])
+        assert elapsed < ANSWER_SECONDS and payload["status"] == 200, payload
+        assert payload["body"]["objects"][0]["persons"][0]["tag"] == "person1"
+        assert _faces_of(http, 1) == 2
 
         health = http.get("/emulator/health").json()
         failure = health["last_failure"]
@@ -127,6 +133,7 @@ def test_a_full_disk_fails_sets_cleanly_and_service_comes_back(server_on_small_d
         assert failure["writes_ok_since"] is None
         log = server.log()
         assert "set failed: could not write" in log and "database or disk is full" in log, log[-3000:]
+        assert "recognize answered without storing what it learned: could not write" in log, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
 
         # Free the disk: the next set is stored, with no restart, and health says since when.
