@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 
-.PHONY: run test test-arm64 lint chromium postgresql container-tools arm64-tools bench
+.PHONY: run test test-arm64 lint chromium postgresql container-tools arm64-tools bench soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test-arm64: $(BIN)/python container-tools arm64-tools
 bench: $(BIN)/python postgresql
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	BENCH_VIA_MAKE=1 $(BIN)/python bench/run.py
+
+# The soak (10 minutes, 8 clients, two workers): writes its figures into bench/RESULTS.md (its own section).
+soak: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	SMARTY_SOAK_RESULTS=bench/RESULTS.md $(BIN)/python -m pytest -m soak tests/ops/test_soak.py -s -q
 
 lint: $(BIN)/python
 	$(BIN)/ruff check .

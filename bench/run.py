@@ -30,6 +30,7 @@ import csv
 import io
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -65,6 +66,7 @@ GROUP_PHOTO = "derived/t1_crop_700x394.jpg"  # a small group photo: 700x394, 5 f
 ENROL = "people/obama/obama.jpg"
 CORES = os.cpu_count() or 1
 TOKEN = "bench-token"
+SOAK_SECTION = re.compile(r"<!-- soak:start -->.*?<!-- soak:end -->", re.DOTALL)
 
 
 # --- statistics ----------------------------------------------------------------------------------------------
@@ -1196,6 +1198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for lines in numbered:
         out.extend(lines)
+    # The soak section is written by `make soak` (tests/ops/test_soak.py), not by this run: keep it.
+    previous = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    soak = SOAK_SECTION.search(previous)
+    if soak:
+        out += ["", soak.group(0)]
     args.out.write_text("\n".join(out).rstrip() + "\n", encoding="utf-8")
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} in {total:.0f} s")
     return 0

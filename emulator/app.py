@@ -8,7 +8,8 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from emulator.api.middleware import OverloadMiddleware, SharedStateSyncMiddleware, keep_raw_send
 from emulator.api.oauth_route import build_oauth_router
@@ -17,11 +18,13 @@ from emulator.control.routes import build_admin_router, build_testing_router
 from emulator.control.ui import build_login_router, build_ui_router
 from emulator.face.engine import DlibEngine, FaceEngine
 from emulator.ops import logs
+from emulator.ops.datadir import DataDirError
 from emulator.ops.health import build_health_router
 from emulator.ops.metrics import Metrics, build_metrics_router
 from emulator.runtime import Runtime
 from emulator.settings import Settings
 from emulator.store import Store, store_from_settings
+from emulator.store.records import StoreError
 
 log = logging.getLogger("emulator.app")
 WARM_UP_JOIN_SECONDS = 30.0
@@ -66,8 +69,9 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app.include_router(build_login_router(runtime))
     app.include_router(build_ui_router(runtime))
     app.include_router(build_health_router(runtime))
-    app.include_router(build_metrics_router(metrics))
+    app.include_router(build_metrics_router(metrics, runtime))
     app.include_router(build_admin_router(runtime))
+    app.add_exception_handler(StoreError, _storage_failed)  # the admin API's (persons requests answer envelopes)
     app.add_middleware(OverloadMiddleware, runtime=runtime)
     app.add_middleware(SharedStateSyncMiddleware, runtime=runtime)  # outermost: live settings and faults of all workers
     return app
@@ -80,9 +84,18 @@ def app_from_env() -> FastAPI:
     return create_app(settings)
 
 
+async def _storage_failed(request: Request, exc: Exception) -> JSONResponse:
+    """A storage failure of an admin call: 500 with the cause (the admin API is the operator's), one log line."""
+    request.app.state.runtime.note_failure(exc)
+    log.error("%s %s failed: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": f"storage failed: {exc}"}, status_code=500)
+
+
 def _start(runtime: Runtime) -> None:
     try:
         runtime.start()
+    except (StoreError, DataDirError) as exc:  # a cause its message names (data dir, database file): no traceback
+        log.error("startup failed: the emulator will not become ready: %s", exc)
     except Exception:  # readiness reports it; the process stays up for the health check to see
         log.exception("startup failed: the emulator will not become ready")
     else:

@@ -72,16 +72,22 @@ def serve(args: argparse.Namespace) -> int:
     from emulator.ops.metrics import multiprocess_dir
 
     with multiprocess_dir(settings.workers):  # several workers share their metrics through files
-        uvicorn.run(
-            "emulator.app:app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            log_config=logs.logging_config(settings),  # every line redacted (tokens), human or JSON
-            access_log=settings.access_log,  # off by default: persons requests have their own line, without query
-        )
+        options = {
+            "factory": True,
+            "host": settings.host,
+            "port": settings.port,
+            "workers": settings.workers,
+            "log_level": settings.log_level,
+            "log_config": logs.logging_config(settings),  # every line redacted (tokens), human or JSON
+            "access_log": settings.access_log,  # off by default: persons requests have their own line, without query
+            "timeout_graceful_shutdown": settings.shutdown_timeout,  # then requests in flight get the envelope
+        }
+        if settings.workers > 1:
+            from emulator.ops.supervisor import run_workers
+
+            run_workers(uvicorn.Config("emulator.app:app_from_env", **options))  # refuses new connections at once
+        else:
+            uvicorn.run("emulator.app:app_from_env", **options)
     return 0
 
 

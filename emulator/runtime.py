@@ -14,15 +14,17 @@ from typing import Any
 
 from emulator.control.faults import FaultInjector
 from emulator.control.journal import Journal
-from emulator.control.seed import seed_at_startup
+from emulator.control.seed import SeedLimits, seed_at_startup
 from emulator.control.state import BOOT_ID_ENV, SharedState, SqliteSharedState
 from emulator.face.engine import FaceEngine
+from emulator.ops.datadir import check_data_dir
 from emulator.ops.observe import Observer, RequestRecord
 from emulator.persons.auth import TokenDirectory
 from emulator.persons.oauth import TokenIssuer
 from emulator.persons.service import PersonsService
 from emulator.settings import Settings, parse_clients, parse_oauth_clients
 from emulator.store.records import Store, StoreError
+from emulator.store.watch import WatchedStore
 
 STARTUP_STEPS = ("store", "models", "warm-up")
 STORE_RETRY_SECONDS = (0.5, 10.0)  # PostgreSQL unreachable at start: first and longest wait between attempts
@@ -54,6 +56,7 @@ class Runtime:
     startup: set[str] = field(default_factory=set)  # done so far: "store", "models", "warm-up"
     startup_error: str | None = None
     last_failure: tuple[float, str] | None = None  # (unix time, text) of the last request that failed internally
+    writes_ok_since: float | None = None  # unix time of the first committed write after last_failure
     observers: list[Observer] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)  # set when the server begins to stop
 
@@ -62,8 +65,9 @@ class Runtime:
         self._overrides: dict[str, Any] = {}
         self._settings_version = -1
         self.shared = self._shared_state()
+        self.store = WatchedStore(self.store, self._note_write)  # health: when storage worked again
         self.faults = FaultInjector(self.shared)
-        self.service = PersonsService(self.engine, self.store, lambda: self.settings)
+        self.service = PersonsService(self.engine, self.store, lambda: self.settings, self.note_failure)
         service_clients = parse_clients(self.settings.clients)
         self.oauth = TokenIssuer(
             parse_oauth_clients(self.settings.oauth_clients),
@@ -125,6 +129,11 @@ class Runtime:
     def note_failure(self, exc: BaseException) -> None:
         """Remember the last internal failure of a request (health shows it)."""
         self.last_failure = (time.time(), f"{type(exc).__name__}: {exc}")
+        self.writes_ok_since = None
+
+    def _note_write(self) -> None:
+        if self.last_failure is not None and self.writes_ok_since is None:
+            self.writes_ok_since = time.time()
 
     def sync_shared(self) -> None:
         """Pick up live settings and fault rules changed through any worker: one small read, called
@@ -179,6 +188,7 @@ class Runtime:
                     Path(self.settings.seed),
                     max_faces_per_space=self.settings.max_faces_per_space,
                     on_write=self.service.index.apply,
+                    limits=SeedLimits.from_settings(self.settings),
                 )
         except Exception as exc:
             self.startup_error = f"{type(exc).__name__}: {exc}"
@@ -195,6 +205,8 @@ class Runtime:
         pause, longest = STORE_RETRY_SECONDS
         while True:
             try:
+                if not self.state_is_remote:  # read-only or not creatable: say so, naming it
+                    check_data_dir(self.base_settings.data_dir)
                 self.shared.open()
                 self.sync_shared()
                 self.store.open()

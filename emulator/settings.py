@@ -276,6 +276,41 @@ SETTINGS: tuple[Setting, ...] = (
         "the persons requests have their own line either way.",
     ),
     Setting(
+        "max_snapshot_bytes",
+        int,
+        64 * MIB,
+        "Bytes of a snapshot's JSON (also after gzip decompression) that an import, an upload or a seed reads; a "
+        "larger one is refused from its size, or while it is read or inflated, before anything is parsed. Importing "
+        "takes about three times this much memory at most (a snapshot holds about 5 KB per face).",
+        minimum=1024,
+        live=True,
+    ),
+    Setting(
+        "max_snapshot_faces",
+        int,
+        75_000,
+        "Faces one snapshot may hold. Checked before its JSON is parsed (its values are counted, at most 24 per "
+        "face), so millions of tiny entries never become millions of objects.",
+        minimum=1,
+        live=True,
+    ),
+    Setting(
+        "shutdown_timeout",
+        float,
+        10.0,
+        "Seconds `serve` waits on SIGTERM or Ctrl-C for requests in flight before it cancels them (they get the "
+        "internal-error envelope) and exits.",
+        minimum=0.0,
+    ),
+    Setting(
+        "metrics",
+        str,
+        "auto",
+        "Access to `GET /metrics`: `open`; `admin` (behind the admin API's guard, see `SMARTY_ADMIN`); `off` (404); "
+        "`auto`: open on a loopback bind, `admin` otherwise.",
+        choices=("auto", "open", "admin", "off"),
+    ),
+    Setting(
         "journal_size",
         int,
         1000,

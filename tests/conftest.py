@@ -59,6 +59,16 @@ def server(engine: DlibEngine, backend: Backend, tmp_path_factory: pytest.TempPa
     running.stop()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``soak`` run only when ``-m`` names them (``make soak``), never in ``make test``."""
+    if "soak" in (config.getoption("markexpr") or ""):
+        return
+    soak = [item for item in items if item.get_closest_marker("soak")]
+    if soak:
+        config.hook.pytest_deselected(items=soak)
+        items[:] = [item for item in items if not item.get_closest_marker("soak")]
+
+
 _space_counter = iter(range(10**9))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -118,6 +119,10 @@ def build_router(runtime: Runtime) -> APIRouter:
                 payload = envelope.error(exc.status, exc.message)
             except FaultResponse as exc:  # an injected HTTP 502/503/504 or dropped connection
                 fault, record.body, record.envelope_status = exc, exc.text, 0  # 0: no envelope was sent
+            except asyncio.CancelledError:  # the server stops and its graceful shutdown timed out (shutdown_timeout)
+                log.error("%s cancelled: the server is shutting down", method)
+                record.envelope_status, record.body = 500, INTERNAL_ERROR
+                payload = envelope.error(500, INTERNAL_ERROR)
             except Exception as exc:  # storage or a bug: the real service's internal error, never a traceback
                 runtime.note_failure(exc)
                 if isinstance(exc, StoreError):

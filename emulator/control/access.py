@@ -35,7 +35,7 @@ async def wait_until_ready(runtime: Runtime, timeout: float = READY_WAIT_SECONDS
     return True
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
     if not host:
         return False
     if host == "localhost":
@@ -65,7 +65,7 @@ def check_admin(request: Request) -> None:
             )
         return
     client_host = request.client.host if request.client else None
-    if not (_is_loopback(settings.host) and _is_loopback(client_host)):
+    if not (is_loopback(settings.host) and is_loopback(client_host)):
         raise HTTPException(
             status_code=403,
             detail="the admin API is open to loopback clients on a loopback bind only; set SMARTY_ADMIN=token",

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from emulator.control import snapshot
-from emulator.control.seed import seed
+from emulator.control.seed import SeedLimits, seed
 from emulator.persons.types import ClientId
 from emulator.settings import Settings
 from emulator.store import Store, store_from_settings
@@ -19,19 +19,21 @@ from emulator.store.records import StoreError
 
 
 def run(command: str, args: argparse.Namespace, settings: Settings) -> int:
+    """Run one command; a problem with its input or the database is one line on standard error and status 1."""
     store = store_from_settings(settings)
     try:
-        store.open()
-        if command == "export":
-            return _export(store, args)
-        if command == "import":
-            return _import(store, args, settings)
-        return _seed(store, args, settings)
-    except (snapshot.SnapshotError, FileNotFoundError, StoreError) as exc:
+        store.open()  # a database file that is not the emulator's is refused here, untouched
+        try:
+            if command == "export":
+                return _export(store, args)
+            if command == "import":
+                return _import(store, args, settings)
+            return _seed(store, args, settings)
+        finally:
+            store.close()
+    except (snapshot.SnapshotError, StoreError, OSError) as exc:
         print(f"smarty-emulator {command}: {exc}", file=sys.stderr)
         return 1
-    finally:
-        store.close()
 
 
 def _export(store: Store, args: argparse.Namespace) -> int:
@@ -49,8 +51,15 @@ def _export(store: Store, args: argparse.Namespace) -> int:
 
 
 def _import(store: Store, args: argparse.Namespace, settings: Settings) -> int:
-    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    report = snapshot.restore(store, snapshot.loads(data), args.mode, max_faces_per_space=settings.max_faces_per_space)
+    limits = snapshot.SnapshotLimits.from_settings(settings)
+    if args.file == "-":
+        data = snapshot.read_file(sys.stdin.buffer, limits)
+    else:
+        with open(args.file, "rb") as handle:
+            data = snapshot.read_file(handle, limits)
+    loaded = snapshot.loads(data, limits)
+    del data
+    report = snapshot.restore(store, loaded, args.mode, max_faces_per_space=settings.max_faces_per_space)
     print(
         f"imported ({args.mode}): {report.spaces} space(s), {report.faces_added} face(s) added,"
         f" {report.faces_skipped} already there, {report.spaces_emptied} other space(s) emptied",
@@ -65,6 +74,12 @@ def _seed(store: Store, args: argparse.Namespace, settings: Settings) -> int:
     engine = DlibEngine(
         max_width=settings.max_image_width, max_height=settings.max_image_height, embedder=settings.embedder
     )
-    outcome = seed(store, engine, Path(args.source), max_faces_per_space=settings.max_faces_per_space)
+    outcome = seed(
+        store,
+        engine,
+        Path(args.source),
+        max_faces_per_space=settings.max_faces_per_space,
+        limits=SeedLimits.from_settings(settings),
+    )
     print(f"seeded from {args.source}: {outcome.summary()}", file=sys.stderr)
     return 0

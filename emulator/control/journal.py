@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,15 +53,24 @@ class Journal:
     def __init__(self, shared: SharedState, size: int) -> None:
         self.shared = shared
         self.size = size
+        self._failing = False
 
     def __call__(self, record: RequestRecord) -> None:
+        """Record a request. A failed write (the disk is full, say) never fails the request: it is logged in one
+        line when the journal starts failing and when it works again, and the entry is lost."""
         if self.size <= 0:
             return
         entry = json.dumps(entry_of(record), ensure_ascii=False, default=str)
         try:
             self.shared.journal_append(record.started_at, record.method, record.space, entry, self.size)
-        except StoreError as exc:  # the database is unreachable: the request was answered; its entry is lost
-            log.warning("could not write the journal entry of a %s request: %s", record.method, exc)
+        except (StoreError, sqlite3.Error) as exc:  # the request was answered; its entry is lost
+            if not self._failing:
+                log.warning("requests are not journaled until this is resolved: %s: %s", self.shared.location, exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("requests are journaled again")
+            self._failing = False
 
     def entries(
         self, method: str | None = None, space: int | None = None, since: float | None = None

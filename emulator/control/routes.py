@@ -6,7 +6,8 @@ answered: with ``--workers N`` this shows which worker a connection reached; the
 
 * ``GET /emulator/clients``, ``GET /emulator/clients/{client}/spaces/{space}/persons[/{person_id}]`` — inspect;
 * ``POST /emulator/reset`` — empty everything, a client or a space;
-* ``GET /emulator/snapshot`` / ``POST /emulator/snapshot?mode=replace|merge`` — download and upload snapshots.
+* ``GET /emulator/snapshot`` / ``POST /emulator/snapshot?mode=replace|merge`` — download and upload snapshots (an
+  upload past ``SMARTY_MAX_SNAPSHOT_BYTES`` or ``SMARTY_MAX_SNAPSHOT_FACES`` is a 413, refused before it is parsed).
 
 Testing aids (shared by the worker processes of a server through :mod:`emulator.control.state`: whichever worker
 answers, it lists, clears or changes the same journal, rules and settings):
@@ -157,19 +158,31 @@ def build_admin_router(runtime: Runtime) -> APIRouter:
 
     @router.post("/snapshot")
     async def upload(request: Request, mode: str = Query("replace")) -> dict[str, Any]:
-        data = await request.body()
-
-        def load() -> snapshot.ImportReport:
-            return snapshot.restore(
-                store,
-                snapshot.loads(data),
-                mode,
-                max_faces_per_space=runtime.settings.max_faces_per_space,
-                on_write=on_write,
-            )
-
+        limits = snapshot.SnapshotLimits.from_settings(runtime.settings)
         try:
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limits.max_bytes:  # refused from the header, never read
+                raise limits.too_large(f"it holds {declared} bytes")
+            buffer = bytearray()
+            async for chunk in request.stream():  # counted as it streams in: a huge body is refused, not read
+                buffer += chunk
+                if len(buffer) > limits.max_bytes:
+                    raise limits.too_large("it holds more")
+            data = bytes(buffer)
+            del buffer
+
+            def load() -> snapshot.ImportReport:
+                return snapshot.restore(
+                    store,
+                    snapshot.loads(data, limits),
+                    mode,
+                    max_faces_per_space=runtime.settings.max_faces_per_space,
+                    on_write=on_write,
+                )
+
             report = await run_in_threadpool(load)
+        except snapshot.SnapshotTooLarge as exc:
+            raise HTTPException(status_code=413, detail=str(exc)) from None
         except snapshot.SnapshotError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         return {"mode": mode, **report.to_json()}

@@ -7,8 +7,11 @@ a number, so that it cannot be taken for a space)::
     DIR/<client>/<space>/<person_id>/*.jpg|jpeg|png
 
 Each photo must show exactly one face; it is stored as ``set`` would store it. Photos with
-no face or several faces, unreadable files and photos that do not fit the space are
-reported by name, and seeding goes on. Seeding is idempotent: a photo whose SHA-256 the
+no face or several faces, unreadable files, photos past the image bounds of ``set``
+(``SMARTY_MAX_IMAGE_BYTES`` checked from the file's size, the pixel bounds from the image
+header, so a decompression bomb is never read whole nor decoded) and photos that do not fit
+the space are reported by name, and seeding goes on. A snapshot file is read within the
+snapshot bounds (see :mod:`emulator.control.snapshot`). Seeding is idempotent: a photo whose SHA-256 the
 person already holds is skipped without running the face engine, and the check is repeated
 inside the write transaction, so two processes seeding at once still store a photo once.
 A snapshot file is imported in ``merge`` mode, which skips faces already stored.
@@ -25,17 +28,41 @@ from pathlib import Path
 from typing import TextIO
 
 from emulator.control import snapshot
-from emulator.face.decode import ImageError
+from emulator.face.decode import ImageError, check_dimensions
 from emulator.face.engine import FaceEngine
 from emulator.face.thumbnail import face_thumbnail
 from emulator.persons import errors
 from emulator.persons.types import DEFAULT_CLIENT, MAX_SPACE, ClientId, ImageInput, SpaceKey, face_meta
+from emulator.settings import Settings
 from emulator.store.records import OnWrite, Store
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 SEED_LOCK = "seed"  # the store's lock of that name: with several workers or replicas, one seeds at a time
 
 log = logging.getLogger("emulator.seed")
+
+
+@dataclass(frozen=True)
+class SeedLimits:
+    """The bounds of seeding: those of an image given to ``set``, and of a snapshot."""
+
+    max_image_bytes: int
+    max_width: int
+    max_height: int
+    min_side: int
+    snapshot: snapshot.SnapshotLimits
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> SeedLimits:
+        """From ``settings`` (default: the settings' defaults)."""
+        settings = settings or Settings.from_sources({})
+        return cls(
+            int(settings.max_image_bytes),
+            int(settings.max_image_width),
+            int(settings.max_image_height),
+            int(settings.min_image_side),
+            snapshot.SnapshotLimits.from_settings(settings),
+        )
 
 
 @dataclass(frozen=True)
@@ -141,8 +168,10 @@ def seed_directory(
     max_faces_per_space: int,
     on_write: OnWrite | None = None,
     stream: TextIO | None = None,
+    limits: SeedLimits | None = None,
 ) -> SeedReport:
     """Store every photo under ``root`` that is not stored yet (see the module docstring)."""
+    limits = limits or SeedLimits.from_settings()
     photos, problems = find_photos(Path(root))
     report = SeedReport()
     progress = Progress(len(photos), stream)
@@ -154,7 +183,7 @@ def seed_directory(
         if photo.key not in known:
             known[photo.key] = store.person_sha256s(photo.key)
         stored = known[photo.key]
-        problem = _seed_one(store, engine, photo, stored, max_faces_per_space, on_write, report)
+        problem = _seed_one(store, engine, photo, stored, max_faces_per_space, on_write, report, limits)
         if problem:
             report.problems.append(f"{photo.name}: {problem}")
             progress.say(f"seed: skipped {photo.name}: {problem}")
@@ -171,9 +200,13 @@ def _seed_one(
     max_faces_per_space: int,
     on_write: OnWrite | None,
     report: SeedReport,
+    limits: SeedLimits,
 ) -> str | None:
     """Store one photo; return why it was not stored (``None`` if it was, or already was)."""
     try:
+        size = photo.path.stat().st_size
+        if size > limits.max_image_bytes:  # the same bound and words as set's
+            return f"image is too large: {size} bytes, the limit is {limits.max_image_bytes} bytes"
         data = photo.path.read_bytes()
     except OSError as exc:
         return f"cannot read it ({exc.strerror})"
@@ -184,6 +217,9 @@ def _seed_one(
         report.persons.add(person)
         return None
     try:
+        check_dimensions(  # from the header alone: a 200-megapixel PNG is refused, never decoded
+            data, max_width=limits.max_width, max_height=limits.max_height, min_side=limits.min_side
+        )
         faces = engine.analyze(data)
     except ImageError as exc:
         return exc.message
@@ -237,17 +273,27 @@ def seed(
     max_faces_per_space: int,
     on_write: OnWrite | None = None,
     stream: TextIO | None = None,
+    limits: SeedLimits | None = None,
 ) -> SeedOutcome:
-    """Seed from a directory of photos or a snapshot file (merged)."""
+    """Seed from a directory of photos or a snapshot file (merged), within ``limits`` (default: the settings'
+    defaults)."""
     source = Path(source)
+    limits = limits or SeedLimits.from_settings()
     if source.is_dir():
         report = seed_directory(
-            store, engine, source, max_faces_per_space=max_faces_per_space, on_write=on_write, stream=stream
+            store,
+            engine,
+            source,
+            max_faces_per_space=max_faces_per_space,
+            on_write=on_write,
+            stream=stream,
+            limits=limits,
         )
         return SeedOutcome(source, directory=report)
     if not source.is_file():
         raise FileNotFoundError(f"seed source {source} is neither a directory nor a snapshot file")
-    loaded = snapshot.loads(source.read_bytes())
+    with open(source, "rb") as handle:
+        loaded = snapshot.loads(snapshot.read_file(handle, limits.snapshot), limits.snapshot)
     imported = snapshot.restore(store, loaded, "merge", max_faces_per_space=max_faces_per_space, on_write=on_write)
     return SeedOutcome(source, imported=imported)
 
@@ -259,10 +305,11 @@ def seed_at_startup(
     *,
     max_faces_per_space: int,
     on_write: OnWrite | None,
+    limits: SeedLimits | None = None,
 ) -> SeedOutcome:
     """``SMARTY_SEED``: seed before the server reports ready. With several workers (or replicas sharing a
     database), the first one seeds and the others, waiting on the store's ``seed`` lock, find everything there."""
     with store.exclusive(SEED_LOCK):
-        outcome = seed(store, engine, source, max_faces_per_space=max_faces_per_space, on_write=on_write)
+        outcome = seed(store, engine, source, max_faces_per_space=max_faces_per_space, on_write=on_write, limits=limits)
     log.info("seed %s (pid %d): %s", source.name, os.getpid(), outcome.summary())
     return outcome

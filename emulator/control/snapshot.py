@@ -19,6 +19,13 @@ before the export, on any machine. ``next_person_id`` is the id ``create_new`` h
 next; the emulator derives it from the largest person id of the space, so importing the
 persons restores it.
 
+Bounds (:class:`SnapshotLimits`, from ``SMARTY_MAX_SNAPSHOT_BYTES`` and ``SMARTY_MAX_SNAPSHOT_FACES``): a snapshot
+is refused with :class:`SnapshotTooLarge`, before anything is parsed, when its file or upload is larger than the
+byte bound (counted while it is read), when it inflates past it (a first pass inflates in small chunks and keeps
+nothing, so a gzip bomb costs no memory), or when its JSON holds more values than the face bound allows (commas,
+objects and arrays are counted in the bytes: at most :data:`VALUES_PER_FACE` per face). Parsing what passes takes
+at most about three times the byte bound.
+
 Import modes: ``replace`` empties every space in the snapshot's scope (a space, a client, or
 everything) and loads the snapshot's spaces; ``merge`` adds the snapshot's faces to what is
 there, skipping a face its person already holds (so merging twice changes nothing). Each
@@ -29,17 +36,23 @@ the import on its next request.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import gzip
 import json
 import math
+import os
+import stat
 import time
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from emulator.persons.types import MAX_SPACE, ClientId, SpaceKey, space_out_of_range
+from emulator.settings import SETTINGS_BY_NAME, Settings
 from emulator.store.records import EMBEDDING_DIM, OnWrite, Store
 
 FORMAT = "smarty-emulator-snapshot"
@@ -49,8 +62,40 @@ _EMBEDDING_BYTES = EMBEDDING_DIM * 4
 _KINDS = ("set", "created", "learned", "imported")
 
 
+# JSON values (commas, objects, arrays) a snapshot may hold per allowed face. A face as exported has 15 (its object,
+# its meta and coord, their commas, its person id in the space's list); the rest is slack for alias pairs and names.
+VALUES_PER_FACE = 24
+VALUES_OVERHEAD = 4096  # the header and the spaces' own fields
+_CHUNK = 64 * 1024
+
+
 class SnapshotError(ValueError):
     """The snapshot cannot be read or imported; the message says why."""
+
+
+class SnapshotTooLarge(SnapshotError):
+    """The snapshot is past a bound of :class:`SnapshotLimits`; nothing of it was parsed or written."""
+
+
+@dataclass(frozen=True)
+class SnapshotLimits:
+    """What one snapshot may cost: ``max_bytes`` of JSON (read, and after decompression), ``max_faces`` faces."""
+
+    max_bytes: int
+    max_faces: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SnapshotLimits:
+        return cls(int(settings.max_snapshot_bytes), int(settings.max_snapshot_faces))
+
+    @classmethod
+    def defaults(cls) -> SnapshotLimits:
+        return cls(SETTINGS_BY_NAME["max_snapshot_bytes"].default, SETTINGS_BY_NAME["max_snapshot_faces"].default)
+
+    def too_large(self, what: str) -> SnapshotTooLarge:
+        return SnapshotTooLarge(
+            f"snapshot too large: {what}; the limit is {self.max_bytes} bytes (SMARTY_MAX_SNAPSHOT_BYTES)"
+        )
 
 
 @dataclass(frozen=True)
@@ -161,18 +206,101 @@ def dumps(snapshot: Snapshot, *, compress: bool = False) -> bytes:
 # --- reading ---------------------------------------------------------------------------
 
 
-def loads(data: bytes) -> Snapshot:
-    """Parse and validate a snapshot file (plain or gzip-compressed JSON)."""
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise SnapshotError(f"not a snapshot: broken gzip data ({exc})") from None
+def read_bounded(chunks: Iterable[bytes], limits: SnapshotLimits) -> bytes:
+    """Join ``chunks`` (a file or an upload as it streams in), refusing once more than ``max_bytes`` arrived."""
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        if len(buffer) > limits.max_bytes:
+            raise limits.too_large("it holds more")
+    return bytes(buffer)
+
+
+def read_file(handle: BinaryIO, limits: SnapshotLimits) -> bytes:
+    """A snapshot file's bytes (``handle`` opened in binary mode, or standard input), within ``max_bytes``: a
+    regular file is refused from its size, a pipe while it is read."""
+    size = 0
+    with contextlib.suppress(OSError, ValueError):  # not a real file (a pipe, a test's buffer): counted below
+        info = os.fstat(handle.fileno())
+        size = info.st_size if stat.S_ISREG(info.st_mode) else 0
+    if size > limits.max_bytes:
+        raise limits.too_large(f"it holds {size} bytes")
+    return read_bounded(iter(lambda: handle.read(_CHUNK), b""), limits)
+
+
+def _inflated_size(data: bytes, limit: int) -> int:
+    """The size of gzip ``data`` once inflated (every member), inflating in small chunks and keeping nothing;
+    raises :class:`SnapshotTooLarge` as soon as it passes ``limit``, :class:`SnapshotError` if it is broken."""
+    total, rest = 0, data
+    while rest:  # one gzip member after another
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        offset = 0
+        while not inflater.eof and offset < len(rest):
+            pending = rest[offset : offset + _CHUNK]
+            offset += len(pending)
+            while pending:
+                total += len(inflater.decompress(pending, _CHUNK))  # at most one chunk out per call
+                if total > limit:
+                    raise SnapshotTooLarge(f"snapshot too large: it inflates past {limit} bytes")
+                pending = inflater.unconsumed_tail
+        total += len(inflater.flush())  # what zlib still holds: less than its window
+        if not inflater.eof:
+            raise zlib.error("the compressed data ends early")
+        rest = inflater.unused_data + rest[offset:]
+    return total
+
+
+def inflate(data: bytes, limits: SnapshotLimits) -> bytes:
+    """Plain JSON as it is; gzip data inflated once it is known to fit ``max_bytes`` (a bomb is never inflated)."""
+    if data[:2] != b"\x1f\x8b":
+        if len(data) > limits.max_bytes:
+            raise limits.too_large(f"it holds {len(data)} bytes")
+        return data
     try:
-        doc = json.loads(data)
+        size = _inflated_size(data, limits.max_bytes)
+    except SnapshotTooLarge:
+        raise limits.too_large("it inflates to more") from None
+    except (zlib.error, OSError, EOFError) as exc:
+        raise SnapshotError(f"not a snapshot: broken gzip data ({exc})") from None
+    try:
+        inflated = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SnapshotError(f"not a snapshot: broken gzip data ({exc})") from None
+    if len(inflated) != size:  # cannot happen for gzip.decompress and zlib agree; a bound must never be skipped
+        raise SnapshotError("not a snapshot: inconsistent gzip data")
+    return inflated
+
+
+def count_values(text: bytes, limits: SnapshotLimits) -> None:
+    """Refuse JSON with more values than ``max_faces`` faces need, before it is parsed (C-speed byte counts; those
+    inside strings count too, which only errs on the safe side)."""
+    values = text.count(b",") + text.count(b"{") + text.count(b"[")
+    allowed = VALUES_PER_FACE * limits.max_faces + VALUES_OVERHEAD
+    if values > allowed:
+        raise SnapshotTooLarge(
+            f"snapshot too large: its JSON holds about {values} values, at most {allowed} are allowed for"
+            f" {limits.max_faces} faces (SMARTY_MAX_SNAPSHOT_FACES)"
+        )
+
+
+def loads(data: bytes, limits: SnapshotLimits | None = None) -> Snapshot:
+    """Parse and validate a snapshot file (plain or gzip-compressed JSON) within ``limits`` (default: the
+    settings' defaults)."""
+    limits = limits or SnapshotLimits.defaults()
+    text = inflate(data, limits)
+    count_values(text, limits)
+    try:
+        doc = json.loads(text)
     except (ValueError, RecursionError):
         raise SnapshotError("not a snapshot: the file is not JSON") from None
-    return from_json(doc)
+    del text
+    snapshot = from_json(doc)
+    faces = sum(len(space.faces) for space in snapshot.spaces)
+    if faces > limits.max_faces:
+        raise SnapshotTooLarge(
+            f"snapshot too large: {faces} faces, the limit is {limits.max_faces} (SMARTY_MAX_SNAPSHOT_FACES)"
+        )
+    return snapshot
 
 
 def _need(condition: bool, message: str) -> None:

@@ -80,6 +80,11 @@ class SharedState(Protocol):
     @property
     def is_open(self) -> bool: ...
 
+    @property
+    def location(self) -> str:
+        """Where the state lives, for messages (a file, or the database without its password)."""
+        ...
+
     def open(self) -> None:
         """Create the tables if needed (idempotent)."""
         ...
@@ -129,6 +134,10 @@ class SqliteSharedState:
     @property
     def is_open(self) -> bool:
         return self._opened
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def open(self) -> None:
         """Create the file and tables; empty everything if the stored boot id is not ours. Idempotent."""

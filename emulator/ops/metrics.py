@@ -1,6 +1,10 @@
-"""Prometheus metrics of the persons API, served by ``GET /metrics`` (text format), reachable whatever
-``SMARTY_ADMIN`` says. They carry counts and timings and, per space, the client name and the numbers of persons and
-embeddings; never a token, an image or an embedding.
+"""Prometheus metrics of the persons API, served by ``GET /metrics`` (text format). They carry counts and timings
+and, per space, the client name and the numbers of persons and embeddings; never a token, an image or an embedding.
+
+Who may read them is ``SMARTY_METRICS``: ``open``; ``admin``, behind the admin API's guard
+(:func:`emulator.control.access.check_admin`, so ``SMARTY_ADMIN`` decides: a loopback client on a loopback bind, or
+the admin token); ``off`` (404); ``auto`` (the default): open on a loopback bind, ``admin`` on any other, because
+client names are not for everyone on the network.
 
 One :class:`Metrics` per app, with its own registry, so several apps in one process (tests)
 never share counters. With several worker processes (``smarty-emulator serve --workers N``)
@@ -22,14 +26,17 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
+from emulator.control.access import check_admin, is_loopback
 from emulator.ops.observe import RequestRecord
+from emulator.runtime import Runtime
+from emulator.settings import Settings
 from emulator.store.records import SpaceCounts, StoreError
 
 log = logging.getLogger("emulator.metrics")
@@ -156,11 +163,23 @@ def multiprocess_dir(workers: int) -> Iterator[str | None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def build_metrics_router(metrics: Metrics) -> APIRouter:
+def metrics_access(settings: Settings) -> str:
+    """``open``, ``admin`` or ``off``: ``SMARTY_METRICS``, with ``auto`` decided by the bind address."""
+    if settings.metrics != "auto":
+        return str(settings.metrics)
+    return "open" if is_loopback(settings.host) else "admin"
+
+
+def build_metrics_router(metrics: Metrics, runtime: Runtime) -> APIRouter:
     router = APIRouter()
 
     @router.get("/metrics")
-    async def scrape() -> Response:
+    async def scrape(request: Request) -> Response:
+        access = metrics_access(runtime.settings)
+        if access == "off":
+            raise HTTPException(status_code=404, detail="metrics are off (SMARTY_METRICS=off)")
+        if access == "admin":
+            check_admin(request)  # 403/404 as for the admin API
         body, content_type = await run_in_threadpool(metrics.exposition)  # reads the store and, maybe, files
         return Response(body, media_type=content_type)
 

@@ -17,10 +17,17 @@ Where the emulator knowingly differs from the real service, it says so here:
   person is deleted, and on truncate).
 * ``similarity`` for ``undefined`` is the best candidate's cosine similarity (0 in an
   empty space), clipped to 0..1.
+* When the store cannot write (the disk is full, say), a recognize without ``create_new``
+  still answers its matches against what is stored: what it would have learned and the
+  alias pairs it would have recorded are dropped (so ``aliases_changed`` is false), and the
+  failure is reported to ``on_store_failure`` (health shows it). A ``create_new`` recognize,
+  whose new person ids must be stored, fails with the internal error, as set, delete and
+  truncate do.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,10 +59,12 @@ from emulator.persons.types import (
     face_meta,
 )
 from emulator.settings import Settings
-from emulator.store.records import FaceRow, SpaceWriter, Store, WriteDelta
+from emulator.store.records import FaceRow, SpaceWriter, Store, StoreError, WriteDelta
 
 NEAR_DUPLICATE = 0.985
 UNDEFINED = "undefined"
+
+log = logging.getLogger("emulator.persons")
 
 
 def tag(person_id: int) -> str:
@@ -74,9 +83,16 @@ class Analysis:
 class PersonsService:
     """set, recognize, delete and truncate. Methods are blocking: call them off the event loop."""
 
-    def __init__(self, engine: FaceEngine, store: Store, settings: Callable[[], Settings]) -> None:
+    def __init__(
+        self,
+        engine: FaceEngine,
+        store: Store,
+        settings: Callable[[], Settings],
+        on_store_failure: Callable[[StoreError], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.store = store
+        self._on_store_failure = on_store_failure
         self.index = IndexCache(store)
         self._settings = settings
         workers = self.settings.analyze_workers or os.cpu_count() or 1
@@ -215,12 +231,23 @@ class PersonsService:
             matcher = _Matcher(self, self.index.get(key), None, request)
             with timed("match"):
                 return RecognizeResult(tuple(matcher.run(analyses)), False)
-        with self.store.write(key) as writer:
-            # Inside the write transaction the index is current, and stays ours until commit:
-            # two requests can never hand out the same new id, nor create one face twice.
-            matcher = _Matcher(self, self.index.get(key), writer, request)
+        try:
+            with self.store.write(key) as writer:
+                # Inside the write transaction the index is current, and stays ours until commit:
+                # two requests can never hand out the same new id, nor create one face twice.
+                matcher = _Matcher(self, self.index.get(key), writer, request)
+                with timed("match"):
+                    objects = tuple(matcher.run(analyses))
+        except StoreError as exc:
+            if request.create_new:  # a new person's id means nothing unless it is stored
+                raise
+            # Learning and alias pairs are side effects: the matches against what is stored stand without them.
+            log.warning("recognize answered without storing what it learned: %s", exc)
+            if self._on_store_failure is not None:
+                self._on_store_failure(exc)
+            matcher = _Matcher(self, self.index.get(key), None, request)
             with timed("match"):
-                objects = tuple(matcher.run(analyses))
+                return RecognizeResult(tuple(matcher.run(analyses)), False)
         self.index.apply(writer.delta)
         return RecognizeResult(objects, writer.aliases_changed)
 

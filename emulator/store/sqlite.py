@@ -5,7 +5,15 @@ every write transaction, the alias pairs recognize reported.
 
 Durability: WAL journal with ``synchronous=FULL``, so a transaction that committed
 survives ``kill -9`` and power loss, and one that did not commit leaves no trace.
-Writes take ``BEGIN IMMEDIATE``: one writer at a time across all processes.
+Writes take ``BEGIN IMMEDIATE``: one writer at a time across all processes. The WAL file is checkpointed by
+SQLite every 1000 pages and cut back to :data:`WAL_SIZE_LIMIT` after each checkpoint, so it stays bounded.
+
+Storage failures (disk full, read-only file, I/O errors) become :class:`StoreError`: the transaction is rolled
+back, nothing of it is kept, and the next write tries again, so service comes back by itself once space is freed.
+
+An existing database file is looked at read-only before it is opened for writing (:func:`inspect_database`): a
+file that is not a SQLite database, a truncated copy, a database of another application or of a newer schema is
+refused with a message that names it and says what to do, and is never modified, deleted or "repaired".
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ from emulator.store.records import (
 )
 
 DB_FILENAME = "emulator.sqlite3"
+SQLITE_HEADER = b"SQLite format 3\x00"
+WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes the WAL file is cut back to after a checkpoint (PRAGMA journal_size_limit)
+TABLES = frozenset({"faces", "spaces", "alias_pairs"})  # what every schema version so far has
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: faces, spaces with their generation, alias pairs reported by recognize.
@@ -70,6 +81,82 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
+
+
+class UnusableDatabase(StoreError):
+    """The database file exists but must not be opened for writing (see :func:`inspect_database`)."""
+
+
+def _unusable(path: Path, problem: str, remedy: str) -> UnusableDatabase:
+    return UnusableDatabase(f"{path} {problem}. The emulator leaves the file as it is: {remedy}")
+
+
+_MOVE_AWAY = (
+    "move it (and any {name}-wal and {name}-shm beside it) out of the data directory to start with an empty "
+    "database, or put back a good copy (or start empty and import a snapshot); then restart"
+)
+
+
+def inspect_database(path: Path) -> None:
+    """Refuse an existing database file that is not the emulator's, looking at it read-only.
+
+    Raises :class:`UnusableDatabase` for a file that is not SQLite, is shorter than its header says, cannot be read,
+    holds another application's tables, or has a schema version newer than this emulator knows. A missing or empty
+    file passes (SQLite treats an empty file as an empty database; it is created as new).
+    """
+    path = Path(path).absolute()
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"could not open {path}: {exc.strerror}") from exc
+    if size == 0:
+        return
+    move_away = _MOVE_AWAY.format(name=path.name)
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        raise StoreError(f"could not read {path}: {exc.strerror}") from exc
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        raise _unusable(path, "is not a SQLite database (it does not start with SQLite's header)", move_away)
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    header_size_valid = header[24:28] == header[92:96]  # the in-header size is kept by every SQLite since 3.7.0
+    wal = Path(f"{path}-wal")
+    wal_pending = wal.exists() and wal.stat().st_size > 0  # a crash mid-checkpoint: the WAL still holds it all
+    if header_size_valid and not wal_pending and size < pages * page_size:
+        problem = f"is truncated: its header counts {pages * page_size} bytes, the file has {size}"
+        raise _unusable(path, problem, move_away)
+    try:
+        # Without a WAL to replay, read the file as immutable: no lock, no -wal or -shm file is created beside it.
+        options = "mode=ro" if wal_pending else "mode=ro&immutable=1"
+        conn = sqlite3.connect(f"{path.as_uri()}?{options}", uri=True, timeout=30.0)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:  # locked past the timeout, unreadable...: not the file's fault
+        raise StoreError(f"could not open {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise _unusable(path, f"is damaged ({exc})", move_away) from exc
+    tables.discard("sqlite_sequence")
+    if version > len(_MIGRATIONS):
+        problem = (
+            f"was written by a newer smarty-emulator (schema version {version}; this one knows up to"
+            f" {len(_MIGRATIONS)})"
+        )
+        raise _unusable(path, problem, "run that newer version, or choose another SMARTY_DATA_DIR; then restart")
+    foreign = sorted(tables - TABLES) if version == 0 else sorted(TABLES - tables)
+    if version == 0 and foreign:
+        problem = f"is another application's database (tables {', '.join(foreign[:5])})"
+        raise _unusable(path, problem, "choose another SMARTY_DATA_DIR, or move the file away; then restart")
+    if version > 0 and foreign:
+        problem = f"says schema version {version} but lacks the tables {', '.join(foreign)}"
+        raise _unusable(path, problem, move_away)
 
 
 class SpaceWriter:
@@ -206,20 +293,26 @@ class SqliteStore:
             raise StoreError(f"could not {doing} {self.path}: {exc}") from exc
 
     def open(self) -> None:
-        """Create the data dir and the database, and migrate it to the current schema."""
+        """Create the data dir and the database, and migrate it to the current schema.
+
+        An existing file is inspected read-only first (:func:`inspect_database`); one that is not the emulator's
+        raises :class:`UnusableDatabase` and is left untouched."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-                for statement in filter(None, (s.strip() for s in script.split(";"))):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        inspect_database(self.path)
+        with self._failures("open"):
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                    for statement in filter(None, (s.strip() for s in script.split(";"))):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number}")
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._connections_lock:
@@ -233,9 +326,14 @@ class SqliteStore:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA busy_timeout = 30000")
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA busy_timeout = 30000")
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            except BaseException:
+                conn.close()
+                raise
             self._local.conn = conn
             with self._connections_lock:
                 self._connections.append(conn)

@@ -51,7 +51,9 @@ class EmulatorProcess:
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> EmulatorProcess:
+    def start(self, *, wait: str = "ready") -> EmulatorProcess:
+        """Start the server and wait until it is ready (``wait="ready"``) or only answers (``"alive"``: for a server
+        that is not meant to become ready)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -62,8 +64,25 @@ class EmulatorProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: workers go down with it
             )
-        self.wait_ready()
+        if wait == "ready":
+            self.wait_ready()
+        else:
+            self.wait_alive()
         return self
+
+    def wait_alive(self) -> None:
+        """Until ``/emulator/health`` answers 200."""
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            assert self.process is not None and self.process.poll() is None, self.log()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"emulator did not answer:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.base_url}/emulator/health", timeout=30).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
 
     def wait_ready(self) -> None:
         """Until ``/emulator/ready`` answers 200 several times in a row, so that every worker (connections land
