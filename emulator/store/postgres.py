@@ -25,12 +25,10 @@ advisory lock, so replicas starting at once are safe; a database whose schema is
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import secrets
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -42,18 +40,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from emulator.settings import Settings, database_location, database_password
 from emulator.store.records import (
     EMBEDDING_DIM,
-    ClientId,
-    FaceRow,
     SpaceContents,
-    SpaceCounts,
     SpaceData,
     SpaceKey,
-    StoredFace,
     StoreError,
-    WriteDelta,
-    blob_to_embeddings,
-    embedding_to_blob,
 )
+from emulator.store.sql import FACE_COLUMNS, FACE_INSERT, SqlInventory, SqlSpaceWriter, stored_faces
 
 log = logging.getLogger("emulator.store")
 
@@ -247,105 +239,27 @@ class Database:
                 )
 
 
-class PgSpaceWriter:
+class PgSpaceWriter(SqlSpaceWriter):
     """Operations inside one write transaction on one space (see :meth:`PostgresStore.write`)."""
 
     def __init__(self, conn: psycopg.Connection[Any], key: SpaceKey, generation: int) -> None:
+        super().__init__(key, generation)
         self._conn = conn
-        self.key = key
-        self.generation = generation
-        self.delta = WriteDelta(key, generation, generation)
-        self.aliases_changed = False
 
-    def _rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        return self._conn.execute(sql, (self.key.client, self.key.space, *args)).fetchall()
+    def _run(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        return self._conn.execute(sql.replace("?", "%s"), tuple(args))
 
-    def count_faces(self) -> int:
-        return int(self._rows("SELECT COUNT(*) FROM faces WHERE client = %s AND space = %s")[0][0])
+    def _insert_face(self, values: Sequence[Any]) -> int:
+        row = self._run(FACE_INSERT + " RETURNING id", values).fetchone()
+        assert row is not None
+        return int(row[0])
 
-    def add_face(
-        self,
-        person_id: int,
-        embedding: np.ndarray,
-        kind: str,
-        meta: dict[str, Any] | None = None,
-        thumbnail: bytes | None = None,
-        created_at: float | None = None,
-    ) -> int:
-        row = self._rows(
-            "INSERT INTO faces (client, space, person_id, kind, embedding, created_at, meta, thumbnail)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            person_id,
-            kind,
-            embedding_to_blob(embedding),
-            time.time() if created_at is None else created_at,
-            json.dumps(meta or {}, ensure_ascii=False),
-            thumbnail,
-        )
-        face_id = int(row[0][0])
-        self.delta.added.append(FaceRow(face_id, person_id, np.asarray(embedding, dtype=np.float32)))
-        return face_id
-
-    def _delete_where(self, clause: str, *args: Any) -> int:
-        rows = self._rows(f"DELETE FROM faces WHERE client = %s AND space = %s AND {clause} RETURNING id", *args)
-        self.delta.removed_face_ids.update(int(r[0]) for r in rows)
-        return len(rows)
-
-    def delete_person(self, person_id: int) -> int:
-        removed = self._delete_where("person_id = %s", person_id)
-        self._conn.execute(
-            "DELETE FROM alias_pairs WHERE client = %s AND space = %s AND (low = %s OR high = %s)",
-            (self.key.client, self.key.space, person_id, person_id),
-        )
-        return removed
-
-    def trim_learned(self, person_id: int, keep: int) -> int:
-        """Keep only the newest ``keep`` learned embeddings of a person."""
-        return self._delete_where(
-            "person_id = %s AND kind = 'learned' AND id NOT IN ("
-            " SELECT id FROM faces WHERE client = %s AND space = %s AND person_id = %s AND kind = 'learned'"
-            " ORDER BY id DESC LIMIT %s)",
-            person_id,
-            self.key.client,
-            self.key.space,
-            person_id,
-            keep,
-        )
-
-    def truncate(self) -> int:
-        args = (self.key.client, self.key.space)
-        removed = self._conn.execute("DELETE FROM faces WHERE client = %s AND space = %s", args).rowcount
-        self._conn.execute("DELETE FROM alias_pairs WHERE client = %s AND space = %s", args)
-        self.delta.cleared = True
-        return int(removed)
-
-    def person_sha256s(self, person_id: int) -> set[str]:
-        rows = self._rows("SELECT meta FROM faces WHERE client = %s AND space = %s AND person_id = %s", person_id)
-        return {digest for (meta,) in rows if isinstance(digest := _meta(meta).get("sha256"), str)}
-
-    def has_embedding(self, person_id: int, embedding: np.ndarray) -> bool:
-        rows = self._rows(
-            "SELECT 1 FROM faces WHERE client = %s AND space = %s AND person_id = %s AND embedding = %s LIMIT 1",
-            person_id,
-            embedding_to_blob(embedding),
-        )
-        return bool(rows)
-
-    def record_alias_pairs(self, person_id: int, aliases: Sequence[int]) -> bool:
-        new = False
-        for other in aliases:
-            low, high = sorted((person_id, other))
-            cursor = self._conn.execute(
-                "INSERT INTO alias_pairs (client, space, low, high) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (self.key.client, self.key.space, low, high),
-            )
-            new = new or cursor.rowcount > 0
-        if new:
-            self.aliases_changed = True
-        return new
+    def _delete_faces(self, clause: str, args: Sequence[Any]) -> list[int]:
+        where = f"client = ? AND space = ? AND {clause}"
+        return [int(r[0]) for r in self._run(f"DELETE FROM faces WHERE {where} RETURNING id", (*self._space, *args))]
 
 
-class PostgresStore:
+class PostgresStore(SqlInventory):
     """The record in PostgreSQL (see :class:`emulator.store.records.Store` for what each method promises)."""
 
     def __init__(self, database: Database) -> None:
@@ -440,38 +354,10 @@ class PostgresStore:
                 )
                 writer.delta.new_generation = new_generation
 
-    # --- inventory ---------------------------------------------------------------------
+    # --- inventory (the rest is emulator.store.sql's) --------------------------------------
 
-    def space_counts(self, client: ClientId | None = None) -> list[SpaceCounts]:
-        sql = "SELECT client, space, COUNT(DISTINCT person_id), COUNT(*) FROM faces"
-        args: tuple[Any, ...] = ()
-        if client is not None:
-            sql += " WHERE client = %s"
-            args = (client,)
-        rows = self.query(sql + " GROUP BY client, space ORDER BY client, space", args)
-        return [SpaceCounts(SpaceKey(ClientId(r[0]), int(r[1])), int(r[2]), int(r[3])) for r in rows]
-
-    def space_keys(self, client: ClientId | None = None, space: int | None = None) -> list[SpaceKey]:
-        rows = self.query(
-            "SELECT client, space FROM spaces UNION SELECT client, space FROM faces ORDER BY client, space"
-        )
-        keys = [SpaceKey(ClientId(r[0]), int(r[1])) for r in rows]
-        return [k for k in keys if (client is None or k.client == client) and (space is None or k.space == space)]
-
-    def person_photo_counts(self, key: SpaceKey) -> list[tuple[int, int]]:
-        rows = self.query(
-            "SELECT person_id, COUNT(*) FROM faces WHERE client = %s AND space = %s"
-            " GROUP BY person_id ORDER BY person_id",
-            (key.client, key.space),
-        )
-        return [(int(r[0]), int(r[1])) for r in rows]
-
-    def person_faces(self, key: SpaceKey, person_id: int) -> list[StoredFace]:
-        rows = self.query(
-            f"SELECT {_FACE_COLUMNS} FROM faces WHERE client = %s AND space = %s AND person_id = %s ORDER BY id",
-            (key.client, key.space, person_id),
-        )
-        return _stored_faces(rows)
+    def _select(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.query(sql.replace("?", "%s"), args)
 
     def space_contents(self, key: SpaceKey) -> SpaceContents:
         """One repeatable-read snapshot; it may take longer than one statement's bound (an export of a full space
@@ -482,31 +368,13 @@ class PostgresStore:
             conn.execute(f"SET LOCAL statement_timeout = {int(self.database.timeout * 1000 * LONG_READ_FACTOR)}")
             row = conn.execute("SELECT generation FROM spaces WHERE client = %s AND space = %s", args).fetchone()
             rows = conn.execute(
-                f"SELECT {_FACE_COLUMNS} FROM faces WHERE client = %s AND space = %s ORDER BY id", args, binary=True
+                f"SELECT {FACE_COLUMNS} FROM faces WHERE client = %s AND space = %s ORDER BY id", args, binary=True
             ).fetchall()
             pairs = conn.execute(
                 "SELECT low, high FROM alias_pairs WHERE client = %s AND space = %s ORDER BY low, high", args
             ).fetchall()
         generation = int(row[0]) if row else 0
-        return SpaceContents(key, generation, tuple(_stored_faces(rows)), tuple((int(a), int(b)) for a, b in pairs))
-
-    def person_sha256s(self, key: SpaceKey) -> dict[int, set[str]]:
-        rows = self.query("SELECT person_id, meta FROM faces WHERE client = %s AND space = %s", (key.client, key.space))
-        found: dict[int, set[str]] = {}
-        for person_id, meta in rows:
-            digest = _meta(meta).get("sha256")
-            if isinstance(digest, str):
-                found.setdefault(int(person_id), set()).add(digest)
-        return found
-
-    def read_thumbnail(self, face_id: int, client: ClientId | None = None) -> bytes | None:
-        if client is None:
-            rows = self.query("SELECT thumbnail FROM faces WHERE id = %s", (face_id,))
-        else:
-            rows = self.query("SELECT thumbnail FROM faces WHERE id = %s AND client = %s", (face_id, client))
-        if not rows or rows[0][0] is None:
-            return None
-        return bytes(rows[0][0])
+        return SpaceContents(key, generation, tuple(stored_faces(rows)), tuple((int(a), int(b)) for a, b in pairs))
 
     # --- shared by all replicas ----------------------------------------------------------
 
@@ -534,31 +402,3 @@ class PostgresStore:
             finally:
                 with contextlib.suppress(psycopg.Error):
                     conn.execute("SELECT pg_advisory_unlock(%s)", (key[0],))
-
-
-_FACE_COLUMNS = "id, person_id, kind, created_at, meta, embedding, thumbnail"
-
-
-def _meta(text: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _stored_faces(rows: Sequence[tuple[Any, ...]]) -> list[StoredFace]:
-    """Rows of :data:`_FACE_COLUMNS` as faces."""
-    embeddings = blob_to_embeddings([bytes(r[5]) for r in rows])
-    return [
-        StoredFace(
-            face_id=int(r[0]),
-            person_id=int(r[1]),
-            kind=str(r[2]),
-            created_at=float(r[3]),
-            meta=_meta(r[4]),
-            embedding=embeddings[i],
-            thumbnail=bytes(r[6]) if r[6] is not None else None,
-        )
-        for i, r in enumerate(rows)
-    ]

@@ -19,12 +19,10 @@ refused with a message that names it and says what to do, and is never modified,
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,18 +31,13 @@ from typing import Any
 import numpy as np
 
 from emulator.store.records import (
-    ClientId,
-    FaceRow,
     SpaceContents,
-    SpaceCounts,
     SpaceData,
     SpaceKey,
-    StoredFace,
     StoreError,
-    WriteDelta,
     blob_to_embeddings,
-    embedding_to_blob,
 )
+from emulator.store.sql import FACE_COLUMNS, FACE_INSERT, SqlInventory, SqlSpaceWriter, stored_faces
 
 DB_FILENAME = "emulator.sqlite3"
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -159,116 +152,29 @@ def inspect_database(path: Path) -> None:
         raise _unusable(path, problem, move_away)
 
 
-class SpaceWriter:
+class SpaceWriter(SqlSpaceWriter):
     """Operations inside one write transaction on one space (see :meth:`SqliteStore.write`)."""
 
     def __init__(self, conn: sqlite3.Connection, key: SpaceKey, generation: int) -> None:
+        super().__init__(key, generation)
         self._conn = conn
-        self.key = key
-        self.generation = generation
-        self.delta = WriteDelta(key, generation, generation)
-        self.aliases_changed = False
 
-    @property
-    def _where(self) -> tuple[str, tuple[Any, ...]]:
-        return "client = ? AND space = ?", (self.key.client, self.key.space)
+    def _run(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, tuple(args))
 
-    def count_faces(self) -> int:
-        where, args = self._where
-        return int(self._conn.execute(f"SELECT COUNT(*) FROM faces WHERE {where}", args).fetchone()[0])
+    def _insert_face(self, values: Sequence[Any]) -> int:
+        return int(self._conn.execute(FACE_INSERT, tuple(values)).lastrowid or 0)
 
-    def add_face(
-        self,
-        person_id: int,
-        embedding: np.ndarray,
-        kind: str,
-        meta: dict[str, Any] | None = None,
-        thumbnail: bytes | None = None,
-        created_at: float | None = None,
-    ) -> int:
-        cursor = self._conn.execute(
-            "INSERT INTO faces (client, space, person_id, kind, embedding, created_at, meta, thumbnail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                self.key.client,
-                self.key.space,
-                person_id,
-                kind,
-                embedding_to_blob(embedding),
-                time.time() if created_at is None else created_at,
-                json.dumps(meta or {}, ensure_ascii=False),
-                thumbnail,
-            ),
-        )
-        face_id = int(cursor.lastrowid or 0)
-        self.delta.added.append(FaceRow(face_id, person_id, np.asarray(embedding, dtype=np.float32)))
-        return face_id
-
-    def _delete_where(self, clause: str, args: tuple[Any, ...]) -> int:
-        where, base = self._where
-        ids = [r[0] for r in self._conn.execute(f"SELECT id FROM faces WHERE {where} AND {clause}", base + args)]
+    def _delete_faces(self, clause: str, args: Sequence[Any]) -> list[int]:
+        # A SELECT, then the DELETE: DELETE ... RETURNING needs SQLite 3.35.
+        where = f"client = ? AND space = ? AND {clause}"
+        ids = [int(r[0]) for r in self._conn.execute(f"SELECT id FROM faces WHERE {where}", (*self._space, *args))]
         if ids:
             self._conn.executemany("DELETE FROM faces WHERE id = ?", [(i,) for i in ids])
-            self.delta.removed_face_ids.update(ids)
-        return len(ids)
-
-    def delete_person(self, person_id: int) -> int:
-        removed = self._delete_where("person_id = ?", (person_id,))
-        where, args = self._where
-        self._conn.execute(
-            f"DELETE FROM alias_pairs WHERE {where} AND (low = ? OR high = ?)", args + (person_id, person_id)
-        )
-        return removed
-
-    def trim_learned(self, person_id: int, keep: int) -> int:
-        """Keep only the newest ``keep`` learned embeddings of a person."""
-        return self._delete_where(
-            "person_id = ? AND kind = 'learned' AND id NOT IN ("
-            " SELECT id FROM faces WHERE client = ? AND space = ? AND person_id = ? AND kind = 'learned'"
-            " ORDER BY id DESC LIMIT ?)",
-            (person_id, self.key.client, self.key.space, person_id, keep),
-        )
-
-    def truncate(self) -> int:
-        where, args = self._where
-        removed = self._conn.execute(f"DELETE FROM faces WHERE {where}", args).rowcount
-        self._conn.execute(f"DELETE FROM alias_pairs WHERE {where}", args)
-        self.delta.cleared = True
-        return int(removed)
-
-    def person_sha256s(self, person_id: int) -> set[str]:
-        """The ``sha256`` of every stored photo of a person (from each face's meta)."""
-        where, args = self._where
-        rows = self._conn.execute(
-            f"SELECT json_extract(meta, '$.sha256') FROM faces WHERE {where} AND person_id = ?", args + (person_id,)
-        )
-        return {r[0] for r in rows if isinstance(r[0], str)}
-
-    def has_embedding(self, person_id: int, embedding: np.ndarray) -> bool:
-        """True if the person already holds exactly this embedding (bit for bit)."""
-        where, args = self._where
-        row = self._conn.execute(
-            f"SELECT 1 FROM faces WHERE {where} AND person_id = ? AND embedding = ? LIMIT 1",
-            args + (person_id, embedding_to_blob(embedding)),
-        ).fetchone()
-        return row is not None
-
-    def record_alias_pairs(self, person_id: int, aliases: Sequence[int]) -> bool:
-        """Remember that ``person_id`` was reported with ``aliases``; True if any pair is new."""
-        new = False
-        for other in aliases:
-            low, high = sorted((person_id, other))
-            cursor = self._conn.execute(
-                "INSERT OR IGNORE INTO alias_pairs (client, space, low, high) VALUES (?, ?, ?, ?)",
-                (self.key.client, self.key.space, low, high),
-            )
-            new = new or cursor.rowcount > 0
-        if new:
-            self.aliases_changed = True
-        return new
+        return ids
 
 
-class SqliteStore:
+class SqliteStore(SqlInventory):
     """Owns the SQLite database: one connection per thread, one writer at a time (see
     :class:`emulator.store.records.Store` for what each method promises)."""
 
@@ -419,71 +325,23 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                 raise
 
-    # --- inventory ---------------------------------------------------------------------
+    # --- inventory (the rest is emulator.store.sql's) --------------------------------------
 
-    def space_counts(self, client: ClientId | None = None) -> list[SpaceCounts]:
-        sql = "SELECT client, space, COUNT(DISTINCT person_id), COUNT(*) FROM faces"
-        args: tuple[Any, ...] = ()
-        if client is not None:
-            sql += " WHERE client = ?"
-            args = (client,)
-        rows = self.query(sql + " GROUP BY client, space ORDER BY client, space", args)
-        return [SpaceCounts(SpaceKey(ClientId(r[0]), int(r[1])), int(r[2]), int(r[3])) for r in rows]
-
-    def space_keys(self, client: ClientId | None = None, space: int | None = None) -> list[SpaceKey]:
-        sql = "SELECT client, space FROM spaces UNION SELECT client, space FROM faces"
-        rows = self.query(f"SELECT client, space FROM ({sql}) ORDER BY client, space")
-        keys = [SpaceKey(ClientId(r[0]), int(r[1])) for r in rows]
-        return [k for k in keys if (client is None or k.client == client) and (space is None or k.space == space)]
-
-    def person_photo_counts(self, key: SpaceKey) -> list[tuple[int, int]]:
-        rows = self.query(
-            "SELECT person_id, COUNT(*) FROM faces WHERE client = ? AND space = ?"
-            " GROUP BY person_id ORDER BY person_id",
-            (key.client, key.space),
-        )
-        return [(int(r[0]), int(r[1])) for r in rows]
-
-    def person_faces(self, key: SpaceKey, person_id: int) -> list[StoredFace]:
-        rows = self.query(
-            f"SELECT {_FACE_COLUMNS} FROM faces WHERE client = ? AND space = ? AND person_id = ? ORDER BY id",
-            (key.client, key.space, person_id),
-        )
-        return _stored_faces(rows)
+    def _select(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.query(sql, tuple(args))
 
     def space_contents(self, key: SpaceKey) -> SpaceContents:
         with self._read_snapshot():
             generation = self.generation(key)
             rows = self.query(
-                f"SELECT {_FACE_COLUMNS} FROM faces WHERE client = ? AND space = ? ORDER BY id",
+                f"SELECT {FACE_COLUMNS} FROM faces WHERE client = ? AND space = ? ORDER BY id",
                 (key.client, key.space),
             )
             pairs = self.query(
                 "SELECT low, high FROM alias_pairs WHERE client = ? AND space = ? ORDER BY low, high",
                 (key.client, key.space),
             )
-        return SpaceContents(key, generation, tuple(_stored_faces(rows)), tuple((int(a), int(b)) for a, b in pairs))
-
-    def person_sha256s(self, key: SpaceKey) -> dict[int, set[str]]:
-        rows = self.query(
-            "SELECT person_id, json_extract(meta, '$.sha256') FROM faces WHERE client = ? AND space = ?",
-            (key.client, key.space),
-        )
-        found: dict[int, set[str]] = {}
-        for person_id, digest in rows:
-            if isinstance(digest, str):
-                found.setdefault(int(person_id), set()).add(digest)
-        return found
-
-    def read_thumbnail(self, face_id: int, client: ClientId | None = None) -> bytes | None:
-        """Face ids are unique across clients; with ``client``, a face of another client is not found."""
-        if client is None:
-            rows = self.query("SELECT thumbnail FROM faces WHERE id = ?", (face_id,))
-        else:
-            rows = self.query("SELECT thumbnail FROM faces WHERE id = ? AND client = ?", (face_id, client))
-        if not rows or rows[0][0] is None:
-            return None
-        return bytes(rows[0][0])
+        return SpaceContents(key, generation, tuple(stored_faces(rows)), tuple((int(a), int(b)) for a, b in pairs))
 
     # --- shared by every process of the data dir ----------------------------------------
 
@@ -525,31 +383,3 @@ def file_secret(path: Path) -> bytes:
         finally:
             temp.unlink()
     return bytes.fromhex(path.read_text().strip())
-
-
-_FACE_COLUMNS = "id, person_id, kind, created_at, meta, embedding, thumbnail"
-
-
-def _meta(text: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _stored_faces(rows: list[tuple[Any, ...]]) -> list[StoredFace]:
-    """Rows of :data:`_FACE_COLUMNS` as faces."""
-    embeddings = blob_to_embeddings([r[5] for r in rows])
-    return [
-        StoredFace(
-            face_id=int(r[0]),
-            person_id=int(r[1]),
-            kind=str(r[2]),
-            created_at=float(r[3]),
-            meta=_meta(r[4]),
-            embedding=embeddings[i],
-            thumbnail=bytes(r[6]) if r[6] is not None else None,
-        )
-        for i, r in enumerate(rows)
-    ]

@@ -1,0 +1,232 @@
+"""What the SQL backends share: the operations of a write transaction (:class:`SqlSpaceWriter`), the inventory
+reads of the :class:`~emulator.store.records.Store` protocol (the admin API, snapshots, seeding and metrics use
+them) and the reading of face rows.
+
+Both backends keep the same tables (``faces``, ``spaces``, ``alias_pairs``) with the same columns, so these are the
+same SQL; the statements here are written with ``?`` markers, which a backend turns into its own (``%s`` for
+psycopg). ``INSERT ... ON CONFLICT DO NOTHING`` needs SQLite 3.24 or later. What differs stays in the backend: the
+transaction and its lock, the hot-path reads, a consistent snapshot of a whole space, inserting and deleting faces
+(``RETURNING``), secrets and locks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from emulator.store.records import (
+    ClientId,
+    FaceRow,
+    SpaceCounts,
+    SpaceKey,
+    StoredFace,
+    WriteDelta,
+    blob_to_embeddings,
+    embedding_to_blob,
+)
+
+FACE_COLUMNS = "id, person_id, kind, created_at, meta, embedding, thumbnail"
+
+
+def meta_of(text: str | None) -> dict[str, Any]:
+    """A face's ``meta`` column as a dict (anything unreadable is an empty one)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def stored_faces(rows: Sequence[tuple[Any, ...]]) -> list[StoredFace]:
+    """Rows of :data:`FACE_COLUMNS` as faces."""
+    embeddings = blob_to_embeddings([bytes(r[5]) for r in rows])
+    return [
+        StoredFace(
+            face_id=int(r[0]),
+            person_id=int(r[1]),
+            kind=str(r[2]),
+            created_at=float(r[3]),
+            meta=meta_of(r[4]),
+            embedding=embeddings[i],
+            thumbnail=bytes(r[6]) if r[6] is not None else None,
+        )
+        for i, r in enumerate(rows)
+    ]
+
+
+class SqlInventory:
+    """The inventory reads, for a backend that provides :meth:`_select`."""
+
+    def _select(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query written with ``?`` markers; its rows."""
+        raise NotImplementedError
+
+    def space_counts(self, client: ClientId | None = None) -> list[SpaceCounts]:
+        sql = "SELECT client, space, COUNT(DISTINCT person_id), COUNT(*) FROM faces"
+        args: tuple[Any, ...] = ()
+        if client is not None:
+            sql += " WHERE client = ?"
+            args = (client,)
+        rows = self._select(sql + " GROUP BY client, space ORDER BY client, space", args)
+        return [SpaceCounts(SpaceKey(ClientId(r[0]), int(r[1])), int(r[2]), int(r[3])) for r in rows]
+
+    def space_keys(self, client: ClientId | None = None, space: int | None = None) -> list[SpaceKey]:
+        written = "SELECT client, space FROM spaces UNION SELECT client, space FROM faces"
+        rows = self._select(f"SELECT client, space FROM ({written}) AS written ORDER BY client, space")
+        keys = [SpaceKey(ClientId(r[0]), int(r[1])) for r in rows]
+        return [k for k in keys if (client is None or k.client == client) and (space is None or k.space == space)]
+
+    def person_photo_counts(self, key: SpaceKey) -> list[tuple[int, int]]:
+        rows = self._select(
+            "SELECT person_id, COUNT(*) FROM faces WHERE client = ? AND space = ?"
+            " GROUP BY person_id ORDER BY person_id",
+            (key.client, key.space),
+        )
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    def person_faces(self, key: SpaceKey, person_id: int) -> list[StoredFace]:
+        rows = self._select(
+            f"SELECT {FACE_COLUMNS} FROM faces WHERE client = ? AND space = ? AND person_id = ? ORDER BY id",
+            (key.client, key.space, person_id),
+        )
+        return stored_faces(rows)
+
+    def person_sha256s(self, key: SpaceKey) -> dict[int, set[str]]:
+        rows = self._select("SELECT person_id, meta FROM faces WHERE client = ? AND space = ?", (key.client, key.space))
+        found: dict[int, set[str]] = {}
+        for person_id, meta in rows:
+            digest = meta_of(meta).get("sha256")
+            if isinstance(digest, str):
+                found.setdefault(int(person_id), set()).add(digest)
+        return found
+
+    def read_thumbnail(self, face_id: int, client: ClientId | None = None) -> bytes | None:
+        """Face ids are unique across clients; with ``client``, a face of another client is not found."""
+        if client is None:
+            rows = self._select("SELECT thumbnail FROM faces WHERE id = ?", (face_id,))
+        else:
+            rows = self._select("SELECT thumbnail FROM faces WHERE id = ? AND client = ?", (face_id, client))
+        if not rows or rows[0][0] is None:
+            return None
+        return bytes(rows[0][0])
+
+
+FACE_INSERT = (
+    "INSERT INTO faces (client, space, person_id, kind, embedding, created_at, meta, thumbnail)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class SqlSpaceWriter:
+    """Operations inside one write transaction on one space (see :class:`~emulator.store.records.SpaceWriter`), in
+    SQL both backends speak. A backend gives :meth:`_run` (one statement with ``?`` markers, on the transaction's
+    connection), :meth:`_insert_face` and :meth:`_delete_faces`."""
+
+    def __init__(self, key: SpaceKey, generation: int) -> None:
+        self.key = key
+        self.generation = generation
+        self.delta = WriteDelta(key, generation, generation)
+        self.aliases_changed = False
+
+    def _run(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        """Execute one statement; the driver's cursor (``fetchone``, ``fetchall``, ``rowcount``)."""
+        raise NotImplementedError
+
+    def _insert_face(self, values: Sequence[Any]) -> int:
+        """Run :data:`FACE_INSERT` with ``values``; the new face's id."""
+        raise NotImplementedError
+
+    def _delete_faces(self, clause: str, args: Sequence[Any]) -> list[int]:
+        """Delete the faces of this space that match ``clause``; their ids."""
+        raise NotImplementedError
+
+    @property
+    def _space(self) -> tuple[Any, ...]:
+        return (self.key.client, self.key.space)
+
+    def count_faces(self) -> int:
+        return int(self._run("SELECT COUNT(*) FROM faces WHERE client = ? AND space = ?", self._space).fetchone()[0])
+
+    def add_face(
+        self,
+        person_id: int,
+        embedding: np.ndarray,
+        kind: str,
+        meta: dict[str, Any] | None = None,
+        thumbnail: bytes | None = None,
+        created_at: float | None = None,
+    ) -> int:
+        face_id = self._insert_face(
+            (
+                *self._space,
+                person_id,
+                kind,
+                embedding_to_blob(embedding),
+                time.time() if created_at is None else created_at,
+                json.dumps(meta or {}, ensure_ascii=False),
+                thumbnail,
+            )
+        )
+        self.delta.added.append(FaceRow(face_id, person_id, np.asarray(embedding, dtype=np.float32)))
+        return face_id
+
+    def _delete_where(self, clause: str, args: Sequence[Any]) -> int:
+        ids = self._delete_faces(clause, args)
+        self.delta.removed_face_ids.update(ids)
+        return len(ids)
+
+    def delete_person(self, person_id: int) -> int:
+        removed = self._delete_where("person_id = ?", (person_id,))
+        self._run(
+            "DELETE FROM alias_pairs WHERE client = ? AND space = ? AND (low = ? OR high = ?)",
+            (*self._space, person_id, person_id),
+        )
+        return removed
+
+    def trim_learned(self, person_id: int, keep: int) -> int:
+        """Keep only the newest ``keep`` learned embeddings of a person."""
+        return self._delete_where(
+            "person_id = ? AND kind = 'learned' AND id NOT IN ("
+            " SELECT id FROM faces WHERE client = ? AND space = ? AND person_id = ? AND kind = 'learned'"
+            " ORDER BY id DESC LIMIT ?)",
+            (person_id, *self._space, person_id, keep),
+        )
+
+    def truncate(self) -> int:
+        removed = self._run("DELETE FROM faces WHERE client = ? AND space = ?", self._space).rowcount
+        self._run("DELETE FROM alias_pairs WHERE client = ? AND space = ?", self._space)
+        self.delta.cleared = True
+        return int(removed)
+
+    def person_sha256s(self, person_id: int) -> set[str]:
+        """The ``sha256`` of every stored photo of a person (from each face's meta)."""
+        rows = self._run(
+            "SELECT meta FROM faces WHERE client = ? AND space = ? AND person_id = ?", (*self._space, person_id)
+        ).fetchall()
+        return {digest for (meta,) in rows if isinstance(digest := meta_of(meta).get("sha256"), str)}
+
+    def has_embedding(self, person_id: int, embedding: np.ndarray) -> bool:
+        """True if the person already holds exactly this embedding (bit for bit)."""
+        row = self._run(
+            "SELECT 1 FROM faces WHERE client = ? AND space = ? AND person_id = ? AND embedding = ? LIMIT 1",
+            (*self._space, person_id, embedding_to_blob(embedding)),
+        ).fetchone()
+        return row is not None
+
+    def record_alias_pairs(self, person_id: int, aliases: Sequence[int]) -> bool:
+        """Remember that ``person_id`` was reported with ``aliases``; True if any pair is new."""
+        new = False
+        for other in aliases:
+            low, high = sorted((person_id, other))
+            cursor = self._run(
+                "INSERT INTO alias_pairs (client, space, low, high) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (*self._space, low, high),
+            )
+            new = new or cursor.rowcount > 0
+        if new:
+            self.aliases_changed = True
+        return new
