@@ -117,7 +117,18 @@ def _conv(x: np.ndarray, op: Op) -> np.ndarray:
     return out.reshape(n, out_h, out_w, -1)
 
 
-def _max_pool(x: np.ndarray, op: Op) -> np.ndarray:
+def chip_batch(chips: np.ndarray) -> np.ndarray:
+    """``chips`` as an (N, 150, 150, 3) array (one chip becomes a batch of one); a ValueError for any other shape."""
+    chips = np.asarray(chips)
+    if chips.ndim == 3:
+        chips = chips[None]
+    if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIDE, CHIP_SIDE, 3):
+        raise ValueError(f"expected (N, {CHIP_SIDE}, {CHIP_SIDE}, 3) chips, got {chips.shape}")
+    return chips
+
+
+def _windows(x: np.ndarray, op: Op, combine: np.ufunc) -> np.ndarray:
+    """``combine`` (np.maximum or np.add) over each pooling window, one window offset at a time, row by row."""
     _, height, width, _ = x.shape
     size, stride = op.size, op.stride
     out_h = 1 + (height - size) // stride
@@ -126,24 +137,19 @@ def _max_pool(x: np.ndarray, op: Op) -> np.ndarray:
     for dy in range(size):
         for dx in range(size):
             window = x[:, dy : dy + stride * (out_h - 1) + 1 : stride, dx : dx + stride * (out_w - 1) + 1 : stride]
-            out = window.copy() if out is None else np.maximum(out, window, out=out)
+            out = window.copy() if out is None else combine(out, window, out=out)
     assert out is not None
     return out
 
 
+def _max_pool(x: np.ndarray, op: Op) -> np.ndarray:
+    return _windows(x, op, np.maximum)
+
+
 def _avg_pool(x: np.ndarray, op: Op) -> np.ndarray:
     """The mean of each window, summed row by row as dlib does, then divided by the window's area."""
-    _, height, width, _ = x.shape
-    size, stride = op.size, op.stride
-    out_h = 1 + (height - size) // stride
-    out_w = 1 + (width - size) // stride
-    out: np.ndarray | None = None
-    for dy in range(size):
-        for dx in range(size):
-            window = x[:, dy : dy + stride * (out_h - 1) + 1 : stride, dx : dx + stride * (out_w - 1) + 1 : stride]
-            out = window.copy() if out is None else np.add(out, window, out=out)
-    assert out is not None
-    out /= np.float32(size * size)
+    out = _windows(x, op, np.add)
+    out /= np.float32(op.size * op.size)
     return out
 
 
@@ -176,11 +182,7 @@ class ResnetDescriptor:
 
     def compute(self, chips: np.ndarray) -> np.ndarray:
         """Descriptors (N, 128) float32 of N aligned 150x150 RGB uint8 chips, shape (N, 150, 150, 3)."""
-        chips = np.asarray(chips)
-        if chips.ndim == 3:
-            chips = chips[None]
-        if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIDE, CHIP_SIDE, 3):
-            raise ValueError(f"expected (N, {CHIP_SIDE}, {CHIP_SIDE}, 3) chips, got {chips.shape}")
+        chips = chip_batch(chips)
         out = np.zeros((len(chips), DESCRIPTOR_SIZE), dtype=np.float32)
         for start in range(0, len(chips), BATCH):  # larger batches are slower per face (caches)
             out[start : start + BATCH] = self._forward(chips[start : start + BATCH])

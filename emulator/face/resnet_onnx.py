@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from emulator.face.resnet import Op, fuse
+from emulator.face.resnet import Op, chip_batch, fuse
 from emulator.face.resnet_model import CHIP_SIDE, DESCRIPTOR_SIZE, ResnetWeights
 
 OPSET = 17
@@ -266,11 +266,7 @@ class OnnxDescriptor:
 
     def compute(self, chips: np.ndarray) -> np.ndarray:
         """Descriptors (N, 128) float32 of N aligned 150x150 RGB uint8 chips, shape (N, 150, 150, 3)."""
-        chips = np.asarray(chips)
-        if chips.ndim == 3:
-            chips = chips[None]
-        if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIDE, CHIP_SIDE, 3):
-            raise ValueError(f"expected (N, {CHIP_SIDE}, {CHIP_SIDE}, 3) chips, got {chips.shape}")
+        chips = chip_batch(chips)
         out = np.zeros((len(chips), DESCRIPTOR_SIZE), dtype=np.float32)
         for start in range(0, len(chips), BATCH):
             batch = chips[start : start + BATCH]
