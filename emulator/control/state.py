@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from emulator.store.sqlite import ThreadConnections
+
 DB_FILENAME = "testing-aids.sqlite3"
 BOOT_ID_ENV = "SMARTY_EMULATOR_BOOT_ID"  # set by `serve` for its workers; not a setting
 
@@ -126,8 +128,9 @@ class SqliteSharedState:
     def __init__(self, data_dir: Path, boot_id: str) -> None:
         self.path = Path(data_dir) / DB_FILENAME
         self.boot_id = boot_id
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        # A state of one run: no fsync per commit (see the module docstring).
+        pragmas = ("journal_mode = WAL", "synchronous = OFF", "busy_timeout = 30000")
+        self._connections = ThreadConnections(self.path, pragmas)
         self._lock = threading.Lock()
         self._opened = False
 
@@ -179,12 +182,7 @@ class SqliteSharedState:
             raise
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            for conn in self._connections:
-                with contextlib.suppress(sqlite3.ProgrammingError):
-                    conn.close()
-        self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()
         self._opened = False
 
     def _conn(self) -> sqlite3.Connection:
@@ -193,15 +191,7 @@ class SqliteSharedState:
         return self._raw_conn()
 
     def _raw_conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = OFF")  # state of one run: no fsync per commit (see the module doc)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            self._local.conn = conn
-            self._connections.append(conn)
-        return conn
+        return self._connections.get()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -152,6 +152,41 @@ def inspect_database(path: Path) -> None:
         raise _unusable(path, problem, move_away)
 
 
+class ThreadConnections:
+    """One connection per thread to one SQLite file (autocommit; ``pragmas`` run on each new one), closed together.
+    Connections are shared with no other thread while open, but may be closed from any (``check_same_thread``)."""
+
+    def __init__(self, path: Path, pragmas: Sequence[str]) -> None:
+        self.path = path
+        self._pragmas = tuple(pragmas)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            try:
+                for pragma in self._pragmas:
+                    conn.execute(f"PRAGMA {pragma}")
+            except BaseException:
+                conn.close()
+                raise
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
 class SpaceWriter(SqlSpaceWriter):
     """Operations inside one write transaction on one space (see :meth:`SqliteStore.write`)."""
 
@@ -181,10 +216,9 @@ class SqliteStore(SqlInventory):
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILENAME
-        self._local = threading.local()
         self._write_lock = threading.Lock()  # fewer busy waits between this process's threads
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        pragmas = ("journal_mode = WAL", "synchronous = FULL", "busy_timeout = 30000")
+        self._connections = ThreadConnections(self.path, (*pragmas, f"journal_size_limit = {WAL_SIZE_LIMIT}"))
 
     @property
     def location(self) -> str:
@@ -221,29 +255,10 @@ class SqliteStore(SqlInventory):
                 raise
 
     def close(self) -> None:
-        with self._connections_lock:
-            for conn in self._connections:
-                with contextlib.suppress(sqlite3.ProgrammingError):  # made in another thread
-                    conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = FULL")
-                conn.execute("PRAGMA busy_timeout = 30000")
-                conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
-            except BaseException:
-                conn.close()
-                raise
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
+        return self._connections.get()
 
     # --- reads -------------------------------------------------------------------------
 
