@@ -20,17 +20,16 @@ emptied when a replica starts (:mod:`emulator.control.state_postgres`); both imp
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from emulator.store.sqlite import ThreadConnections
+from emulator.store.sqlite import ThreadConnections, immediate
 
 DB_FILENAME = "testing-aids.sqlite3"
 BOOT_ID_ENV = "SMARTY_EMULATOR_BOOT_ID"  # set by `serve` for its workers; not a setting
@@ -160,9 +159,7 @@ class SqliteSharedState:
             self._opened = True
 
     def _prepare(self) -> None:
-        conn = self._raw_conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._raw_conn()) as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
             row = conn.execute("SELECT boot_id FROM state WHERE id = 1").fetchone()
@@ -175,11 +172,6 @@ class SqliteSharedState:
                     " SET boot_id = excluded.boot_id, settings_version = settings_version + 1, fault_rules = 0",
                     (self.boot_id,),
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         self._connections.close()
@@ -193,17 +185,9 @@ class SqliteSharedState:
     def _raw_conn(self) -> sqlite3.Connection:
         return self._connections.get()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``: one writer at a time across processes)."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        return immediate(self._conn())
 
     # --- the per-request check -----------------------------------------------------------
 

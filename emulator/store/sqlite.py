@@ -152,6 +152,20 @@ def inspect_database(path: Path) -> None:
         raise _unusable(path, problem, move_away)
 
 
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction (``BEGIN IMMEDIATE``: one writer at a time across processes): committed if the block
+    returns, rolled back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):  # e.g. no transaction left after a failed COMMIT
+            conn.execute("ROLLBACK")
+        raise
+
+
 class ThreadConnections:
     """One connection per thread to one SQLite file (autocommit; ``pragmas`` run on each new one), closed together.
     Connections are shared with no other thread while open, but may be closed from any (``check_same_thread``)."""
@@ -239,20 +253,12 @@ class SqliteStore(SqlInventory):
         raises :class:`UnusableDatabase` and is left untouched."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         inspect_database(self.path)
-        with self._failures("open"):
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-                for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-                    for statement in filter(None, (s.strip() for s in script.split(";"))):
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {number}")
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
+        with self._failures("open"), immediate(self._conn()) as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in filter(None, (s.strip() for s in script.split(";"))):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
 
     def close(self) -> None:
         self._connections.close()
