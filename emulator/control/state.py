@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +72,29 @@ class StoredRule:
     matched: int
     fired: int
     draws: int
+
+
+RULE_COLUMNS = "id, spec, matched, fired, draws"
+
+
+def stored_rules(rows: Sequence[Sequence[Any]], parse: Callable[[str], dict[str, Any]]) -> list[StoredRule]:
+    """Rows of :data:`RULE_COLUMNS` as rules."""
+    return [StoredRule(int(r[0]), parse(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+
+def decide_counters(
+    rules: list[StoredRule], decide: Callable[[list[StoredRule]], T]
+) -> tuple[T, list[tuple[int, ...]]]:
+    """Run ``decide`` on the rules; its result, and ``(matched, fired, draws, id)`` of each rule whose counters it
+    changed (to be written back in the same transaction)."""
+    before = [(r.matched, r.fired, r.draws) for r in rules]
+    result = decide(rules)
+    changed = [
+        (r.matched, r.fired, r.draws, r.id)
+        for r, old in zip(rules, before, strict=True)
+        if (r.matched, r.fired, r.draws) != old
+    ]
+    return result, changed
 
 
 class SharedState(Protocol):
@@ -232,8 +255,8 @@ class SqliteSharedState:
         return StoredRule(int(cursor.lastrowid or 0), spec, 0, 0, 0)
 
     def rules(self, parse: Callable[[str], dict[str, Any]] = json.loads) -> list[StoredRule]:
-        rows = self._conn().execute("SELECT id, spec, matched, fired, draws FROM fault_rules ORDER BY id").fetchall()
-        return [StoredRule(int(r[0]), parse(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+        rows = self._conn().execute(f"SELECT {RULE_COLUMNS} FROM fault_rules ORDER BY id").fetchall()
+        return stored_rules(rows, parse)
 
     def clear_rules(self) -> int:
         with self._write() as conn:
@@ -247,15 +270,8 @@ class SqliteSharedState:
 
         ``parse`` turns a rule's spec text into its dict (the caller may cache by text)."""
         with self._write() as conn:
-            rows = conn.execute("SELECT id, spec, matched, fired, draws FROM fault_rules ORDER BY id").fetchall()
-            rules = [StoredRule(int(r[0]), parse(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
-            before = [(r.matched, r.fired, r.draws) for r in rules]
-            result = decide(rules)
-            changed = [
-                (r.matched, r.fired, r.draws, r.id)
-                for r, old in zip(rules, before, strict=True)
-                if (r.matched, r.fired, r.draws) != old
-            ]
+            rows = conn.execute(f"SELECT {RULE_COLUMNS} FROM fault_rules ORDER BY id").fetchall()
+            result, changed = decide_counters(stored_rules(rows, parse), decide)
             if changed:
                 conn.executemany("UPDATE fault_rules SET matched = ?, fired = ?, draws = ? WHERE id = ?", changed)
         return result

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from emulator.control.state import TRIM_EVERY, StoredRule
+from emulator.control.state import RULE_COLUMNS, TRIM_EVERY, StoredRule, decide_counters, stored_rules
 from emulator.store.postgres import Database
 
 T = TypeVar("T")
@@ -136,10 +136,8 @@ class PostgresSharedState:
         return StoredRule(rule_id, spec, 0, 0, 0)
 
     def rules(self, parse: Callable[[str], dict[str, Any]] = json.loads) -> list[StoredRule]:
-        rows = self._rows(
-            "read the fault rules from", "SELECT id, spec, matched, fired, draws FROM fault_rules ORDER BY id"
-        )
-        return [StoredRule(int(r[0]), parse(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+        rows = self._rows("read the fault rules from", f"SELECT {RULE_COLUMNS} FROM fault_rules ORDER BY id")
+        return stored_rules(rows, parse)
 
     def clear_rules(self) -> int:
         with self.database.connection("clear the fault rules in") as conn, conn.transaction():
@@ -153,15 +151,8 @@ class PostgresSharedState:
         is never consumed by another, on any replica."""
         with self.database.connection("apply the fault rules in") as conn, conn.transaction():
             conn.execute(_NO_DISK_WAIT)
-            rows = conn.execute("SELECT id, spec, matched, fired, draws FROM fault_rules ORDER BY id FOR UPDATE")
-            rules = [StoredRule(int(r[0]), parse(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows.fetchall()]
-            before = [(r.matched, r.fired, r.draws) for r in rules]
-            result = decide(rules)
-            changed = [
-                (r.matched, r.fired, r.draws, r.id)
-                for r, old in zip(rules, before, strict=True)
-                if (r.matched, r.fired, r.draws) != old
-            ]
+            rows = conn.execute(f"SELECT {RULE_COLUMNS} FROM fault_rules ORDER BY id FOR UPDATE").fetchall()
+            result, changed = decide_counters(stored_rules(rows, parse), decide)
             if changed:
                 with conn.cursor() as cursor:
                     cursor.executemany(
