@@ -195,7 +195,8 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         0,
         "Processes that analyse the images of one many-image request in parallel (started on the first such "
-        "request, ~100 MB each). 0: one per CPU core; 1: analyse in the serving process, one image at a time.",
+        "request, ~90 MB each). 0: one per CPU core the process may run on; 1: analyse in the serving process, one "
+        "image at a time.",
         minimum=0,
     ),
     Setting(

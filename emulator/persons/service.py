@@ -28,7 +28,6 @@ Where the emulator knowingly differs from the real service, it says so here:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import numpy as np
 from emulator.face.cache import FaceCache, image_key
 from emulator.face.decode import ImageError, check_dimensions
 from emulator.face.engine import Face, FaceEngine
+from emulator.face.parallel_scan import available_cores
 from emulator.face.pool import AnalyzePool
 from emulator.face.thumbnail import face_thumbnail
 from emulator.ops.timing import bind, count, timed
@@ -95,7 +95,7 @@ class PersonsService:
         self._on_store_failure = on_store_failure
         self.index = IndexCache(store)
         self._settings = settings
-        workers = self.settings.analyze_workers or os.cpu_count() or 1
+        workers = self.settings.analyze_workers or available_cores()  # the cores this process may run on
         self._workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analyze")
         # Processes for many-image requests, when the engine can be rebuilt in a worker (the real one can).
