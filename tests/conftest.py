@@ -15,7 +15,7 @@ import pytest
 from emulator.app import default_engine
 from emulator.face.engine import DlibEngine
 from emulator.settings import Settings
-from tests.support.backends import BACKENDS, Backend
+from tests.support.backends import BACKENDS, DLIB_DESCRIPTOR, Backend
 from tests.support.emulator_server import EmulatorServer
 from tests.support.postgres import PostgresCluster, require_postgres
 
@@ -29,9 +29,19 @@ def engine() -> DlibEngine:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests of a ``BOTH_BACKENDS`` module that use the backend (through a server or directly) run on both."""
+    """Tests of a ``BOTH_BACKENDS`` module that use the backend (through a server or directly) run on both; those of
+    a ``BOTH_EMBEDDERS`` module also with dlib's own descriptor."""
     if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", BACKENDS, indirect=True, scope="module")
+        extra = (DLIB_DESCRIPTOR,) if metafunc.definition.get_closest_marker("both_embedders") else ()
+        metafunc.parametrize("backend", (*BACKENDS, *extra), indirect=True, scope="module")
+
+
+@pytest.fixture(scope="session")
+def dlib_engine() -> DlibEngine:
+    """The real engine with dlib's own face descriptor (``SMARTY_EMBEDDER=dlib``), the reference."""
+    reference = default_engine(Settings.from_sources({}, {"embedder": "dlib"}))
+    reference.warm_up()
+    return reference
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +62,12 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture(scope="module")
-def server(engine: DlibEngine, backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+def server(
+    engine: DlibEngine, backend: Backend, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[EmulatorServer]:
     """A real emulator (real dlib) with its own data dir (and database), shared by one test module."""
+    if backend.embedder != engine.embedder:  # the reference descriptor: an engine of its own, made when needed
+        engine = request.getfixturevalue("dlib_engine")
     running = EmulatorServer(tmp_path_factory.mktemp("data"), engine=engine, **backend.settings()).start()
     yield running
     running.stop()

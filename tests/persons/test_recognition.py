@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.backends import BOTH_BACKENDS
+from tests.support.backends import BOTH_BACKENDS, BOTH_EMBEDDERS
 from tests.support.emulator_server import EmulatorServer, fixture
 
-pytestmark = BOTH_BACKENDS
+pytestmark = [BOTH_BACKENDS, BOTH_EMBEDDERS]  # every tag and alias below holds for either descriptor
 
 # One enrolled photo per person, and the other (distinct) photos of that person.
 PEOPLE = {

@@ -16,12 +16,22 @@ BACKENDS = ("sqlite", "postgres")
 BOTH_BACKENDS = pytest.mark.both_backends
 """``pytestmark = BOTH_BACKENDS``: every test of the module that uses a server or the ``backend`` fixture runs with
 SQLite and with PostgreSQL (``tests/conftest.py`` parametrizes them)."""
+DLIB_DESCRIPTOR = "sqlite-dlib"
+BOTH_EMBEDDERS = pytest.mark.both_embedders
+"""``pytestmark = [BOTH_BACKENDS, BOTH_EMBEDDERS]``: the module's server tests also run once more on SQLite with
+dlib's own face descriptor (``SMARTY_EMBEDDER=dlib``, the reference), so their expected tags and aliases hold for
+either embedder."""
 
 
 @dataclass(frozen=True)
 class Backend:
-    name: str  # sqlite | postgres
+    name: str  # sqlite | postgres | sqlite-dlib
     cluster: PostgresCluster | None = None
+
+    @property
+    def embedder(self) -> str:
+        """The face descriptor of the module's servers."""
+        return "dlib" if self.name == DLIB_DESCRIPTOR else "numpy"
 
     def settings(self) -> dict[str, Any]:
         """Settings for a server or store of its own: nothing for SQLite (the data dir), a new database for
