@@ -20,6 +20,7 @@ from emulator.face.engine import DlibEngine, FaceEngine
 from emulator.ops import logs
 from emulator.ops.datadir import DataDirError
 from emulator.ops.health import build_health_router
+from emulator.ops.memory import enable_trimming
 from emulator.ops.metrics import Metrics, build_metrics_router
 from emulator.runtime import Runtime
 from emulator.settings import Settings
@@ -81,6 +82,7 @@ def app_from_env() -> FastAPI:
     """Factory for uvicorn (``--factory``): settings from ``SMARTY_*`` variables."""
     settings = Settings.from_sources(os.environ)
     logs.configure(settings)
+    enable_trimming()  # this process gives freed heap pages back now and then (see emulator.ops.memory)
     return create_app(settings)
 
 

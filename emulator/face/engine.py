@@ -59,6 +59,7 @@ from emulator.face.embedder import DEFAULT_EMBEDDER, EMBEDDERS, Embedder, make_e
 from emulator.face.hog import Box, DetectorBank, LevelMapError, scan_whole
 from emulator.face.models import model_paths
 from emulator.face.parallel_scan import available_cores, scan_parallel, scan_pool
+from emulator.ops.memory import after_analysis
 from emulator.ops.timing import timed
 
 if TYPE_CHECKING:
@@ -257,6 +258,7 @@ class DlibEngine:
         with timed("embed"):  # landmarks, chips, descriptors (one batch), quality
             faces = self._describe(models, rgb, detections)
         faces.sort(key=lambda face: (face.box[0], face.box[1]))
+        after_analysis()  # the pyramid's blocks are freed: now and then, their pages go back to the system
         return faces
 
     def detection_plan(self, width: int, height: int) -> tuple[DetectionPass, ...]:

@@ -25,6 +25,7 @@ class StoreError(Exception):
     for every failure of their storage, never for bad input; the message names the store and the cause. Clients get
     the real service's internal-error envelope; nothing of the failed write is kept."""
 
+
 ClientId = NewType("ClientId", str)
 
 DEFAULT_CLIENT = ClientId("default")

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from emulator.api.multipart import parse_form
-from emulator.ops.memory import limit_malloc_arenas
+from emulator.face.engine import DlibEngine
+from emulator.ops import memory
 from emulator.ops.observe import RequestRecord
 from emulator.persons.errors import BadRequest
 from tests.support import hostile
@@ -284,7 +285,27 @@ def test_no_files_are_left_behind(server: EmulatorServer, tmp_path: Path, monkey
 def test_malloc_arenas_are_capped_unless_the_operator_chose(monkeypatch: pytest.MonkeyPatch) -> None:
     """``serve`` caps glibc's malloc arenas (RSS settles low and flat); an operator's MALLOC_ARENA_MAX wins."""
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    assert limit_malloc_arenas() == 2
+    assert memory.limit_malloc_arenas() == 2
     assert os.environ["MALLOC_ARENA_MAX"] == "2"  # inherited by the worker processes
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert limit_malloc_arenas() == 4
+    assert memory.limit_malloc_arenas() == 4
+
+
+def test_each_served_process_trims_its_heap_every_few_analyses(engine: DlibEngine, tmp_path: Path) -> None:
+    """The app factory that ``serve`` runs in each process switches trimming on; the engine then gives freed heap
+    pages back after every TRIM_EVERY-th image (RSS does not creep under sustained load: ``make soak``)."""
+    memory.disable_trimming()
+    engine.analyze(fixture(SMALL_FACE))
+    assert (memory.trimming_interval(), memory.trims_done()) == (None, 0)  # off outside ``serve``
+    probe = "from emulator.app import app_from_env; from emulator.ops import memory; app_from_env(); "
+    probe += "print(memory.trimming_interval())"  # a process of its own: the factory also configures logging
+    env = {**os.environ, "SMARTY_DATA_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.stdout.split() == [str(memory.TRIM_EVERY)], run.stderr
+    try:
+        assert memory.enable_trimming(every=3)
+        for _ in range(7):
+            engine.analyze(fixture(SMALL_FACE))
+        assert memory.trims_done() == 2
+    finally:
+        memory.disable_trimming()

@@ -169,7 +169,6 @@ def _interpolate(value: str) -> str:
     return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
 
 
-
 # --- the package: sdist and wheel; the install steps in a fresh venv ----------------------------------------------
 
 
