@@ -23,8 +23,6 @@ requests embed in parallel, and the analysis pool (:mod:`emulator.face.pool`) ru
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import threading
 from collections.abc import Sequence
@@ -34,6 +32,7 @@ import numpy as np
 
 from emulator.face.models import model_paths
 from emulator.face.resnet_model import DESCRIPTOR_SIZE
+from emulator.ops.memory import trim_now
 
 log = logging.getLogger("emulator.face")
 
@@ -60,21 +59,6 @@ def limit_blas_threads(threads: int = BLAS_THREADS) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads, user_api="blas")
-
-
-def release_freed_memory() -> None:
-    """Hand freed heap memory back to the system (glibc's ``malloc_trim``; elsewhere nothing).
-
-    Building a network leaves tens of MB freed but resident (the parsed weights before fusion, ONNX Runtime's
-    graph optimisation): ~50 MB of a process's RSS with the onnx embedder, for nothing."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim.argtypes = [ctypes.c_size_t]
-    trim(0)
 
 
 def make_embedder(name: str) -> Embedder:
@@ -112,7 +96,9 @@ class NumpyEmbedder:
 
                 limit_blas_threads()
                 self._network = self._build(load_weights(model_paths().face_recognition))
-                release_freed_memory()
+                # Building leaves tens of MB freed but resident (the parsed weights before fusion, ONNX Runtime's
+                # graph optimisation): ~50 MB of a process's RSS with the onnx embedder, for nothing.
+                trim_now()
 
     def _build(self, weights: Any) -> Any:
         from emulator.face.resnet import ResnetDescriptor

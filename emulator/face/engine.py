@@ -56,7 +56,7 @@ from PIL import Image
 
 from emulator.face.decode import decode_image
 from emulator.face.embedder import DEFAULT_EMBEDDER, EMBEDDERS, Embedder, make_embedder
-from emulator.face.hog import Box, DetectorBank, LevelMapError, scan_whole
+from emulator.face.hog import Box, DetectorBank, scan_whole
 from emulator.face.models import model_paths
 from emulator.face.parallel_scan import available_cores, scan_parallel, scan_pool
 from emulator.ops.memory import after_analysis
@@ -288,10 +288,7 @@ class DlibEngine:
                 if not scan_parallel(bank, probe, 0, threads, pool):
                     continue  # no face of the stop size: this pass could not end detection
             copy = rgb if scan.scale >= 1.0 else _downscale(rgb, _scaled_size(width, height, scan.scale))
-            try:
-                candidates = scan_parallel(bank, copy, scan.upsample, threads, pool)
-            except LevelMapError:  # never seen: the scan in one piece gives the same answer
-                candidates = scan_whole(bank, copy, scan.upsample)
+            candidates = scan_parallel(bank, copy, scan.upsample, threads, pool)
             copy_size = (copy.shape[1], copy.shape[0])
             found = [(_box_in_original(c.box, copy_size, (width, height)), c.score) for c in candidates]
             if last or (

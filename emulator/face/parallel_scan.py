@@ -29,7 +29,16 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from emulator.face.hog import Candidate, DetectorBank, Pyramid, box_down, scan_levels, scan_whole, suppress
+from emulator.face.hog import (
+    Candidate,
+    DetectorBank,
+    LevelMapError,
+    Pyramid,
+    box_down,
+    scan_levels,
+    scan_whole,
+    suppress,
+)
 
 T = TypeVar("T")
 
@@ -136,8 +145,8 @@ def scan_parallel(
 ) -> list[Candidate]:
     """dlib's scan of ``source`` (boxes in its pixels, dlib's order), cut into up to ``threads`` parallel parts.
 
-    The same boxes and scores as :func:`~emulator.face.hog.scan_whole`. Raises
-    :class:`~emulator.face.hog.LevelMapError` if a part's box cannot be mapped back (never seen).
+    The same boxes and scores as :func:`~emulator.face.hog.scan_whole`, which answers instead if a part's box
+    cannot be mapped back to its level (:class:`~emulator.face.hog.LevelMapError`, never seen).
     """
     pyramid = Pyramid(source, upsample, bank.state)
     parts = plan_parts(pyramid, threads if pool is not None else 1)
@@ -146,7 +155,10 @@ def scan_parallel(
     if upsample:  # every part needs the doubled image (the first would double it itself): make it once, here
         pyramid.image(0)
     tasks = [_part(bank, pyramid, a, b, whole=b == pyramid.count) for a, b in parts]
-    found = suppress([c for part in run_all(tasks, pool) for c in part], bank.state)
+    try:
+        found = suppress([c for part in run_all(tasks, pool) for c in part], bank.state)
+    except LevelMapError:
+        return scan_whole(bank, source, upsample)
     if not upsample:
         return found
     return [Candidate(c.score, c.weight_index, box_down(c.box)) for c in found]

@@ -30,6 +30,7 @@ from typing import Any
 from emulator.face.decode import ImageError
 from emulator.face.embedder import limit_blas_threads
 from emulator.face.engine import DlibEngine, Face
+from emulator.ops.memory import enable_trimming, trimming_interval
 from emulator.ops.timing import measured, merge
 
 # What a worker returns for one image: its faces, or the ImageError for the bytes.
@@ -38,10 +39,12 @@ Outcome = tuple[Face, ...] | ImageError
 _worker_engine: DlibEngine | None = None
 
 
-def _init_worker(options: Mapping[str, Any]) -> None:
+def _init_worker(options: Mapping[str, Any], trim_every: int | None) -> None:
     global _worker_engine
     options = {**options, "detect_threads": 1}  # the processes already use every core
     limit_blas_threads()  # one per worker process: the pool has a process per core
+    if trim_every is not None:  # as the server's process does (emulator.ops.memory): the workers churn images too
+        enable_trimming(trim_every)
     try:
         from emulator.face.pool_preload import ENGINE  # already imported (and warm) in a forkserver child
     except Exception:  # noqa: BLE001 - no preloaded engine: build one here
@@ -88,7 +91,7 @@ class AnalyzePool:
                     max_workers=self.workers,
                     mp_context=context,
                     initializer=_init_worker,
-                    initargs=(self.options,),
+                    initargs=(self.options, trimming_interval()),
                 )
             return self._executor
 

@@ -84,14 +84,27 @@ def limit_malloc_arenas(default: int = DEFAULT_ARENAS) -> int | None:
     return arenas if mallopt(_M_ARENA_MAX, arenas) == 1 else None
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
+    return trim
+
+
+def trim_now() -> None:
+    """Give the heap's free pages back to the system at once (glibc's ``malloc_trim``; elsewhere nothing)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def enable_trimming(every: int = TRIM_EVERY) -> bool:
     """Have ``after_analysis`` give freed heap pages back every ``every`` analyses; False outside glibc."""
     global _trimmer
-    trim = getattr(_libc(), "malloc_trim", None)
+    trim = _malloc_trim()
     if trim is None:
         return False
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
     _trimmer = _Trimmer(trim, max(1, every))
     return True
 

@@ -13,6 +13,7 @@ from emulator.app import default_engine
 from emulator.face import pool as pool_module
 from emulator.face.engine import DlibEngine
 from emulator.face.pool import AnalyzePool
+from emulator.ops import memory
 from emulator.settings import Settings, SettingsError
 from tests.support.emulator_server import EmulatorServer, fixture
 
@@ -88,26 +89,32 @@ def test_the_setting_names_the_embedder() -> None:
 
 
 def _worker_state(_: int) -> dict[str, Any]:
-    """Runs in a pool worker: its engine's embedder and its BLAS thread counts."""
+    """Runs in a pool worker: its engine's embedder, detection threads, BLAS thread counts and heap trimming."""
     from threadpoolctl import threadpool_info
 
     engine = pool_module._worker_engine
     assert engine is not None
     return {
         "embedder": engine.embedder,
+        "detect_threads": engine.scan_threads(),
+        "trim_every": memory.trimming_interval(),
         "blas_threads": sorted({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}),
     }
 
 
 @pytest.fixture
 def dlib_pool() -> Iterator[AnalyzePool]:
+    memory.enable_trimming(every=5)  # as in a served process: its workers trim too
     pool = AnalyzePool(2, DlibEngine(embedder="dlib").options())
-    pool.start()
-    yield pool
-    pool.close()
+    try:
+        pool.start()
+        yield pool
+    finally:
+        pool.close()
+        memory.disable_trimming()
 
 
-def test_worker_processes_use_the_chosen_embedder_on_one_blas_thread(dlib_pool: AnalyzePool) -> None:
+def test_worker_processes_use_the_chosen_embedder_one_thread_and_the_servers_trimming(dlib_pool: AnalyzePool) -> None:
     photos = ["groups/two_people.jpg", "people/biden/biden.jpg"]
     outcomes = dlib_pool.analyze([fixture(p) for p in photos])
     local = DlibEngine(embedder="dlib")
@@ -117,4 +124,5 @@ def test_worker_processes_use_the_chosen_embedder_on_one_blas_thread(dlib_pool: 
         assert [f.box for f in outcome] == [f.box for f in expected]
         assert all((f.embedding == e.embedding).all() for f, e in zip(outcome, expected, strict=True))
     states = [dlib_pool._get().submit(_worker_state, i).result(timeout=60) for i in range(4)]
-    assert all(state == {"embedder": "dlib", "blas_threads": [1]} for state in states), states
+    expected = {"embedder": "dlib", "detect_threads": 1, "trim_every": 5, "blas_threads": [1]}
+    assert all(state == expected for state in states), states

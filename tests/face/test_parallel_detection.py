@@ -165,14 +165,6 @@ def test_a_part_no_thread_has_started_is_scanned_by_the_caller() -> None:
         pool.shutdown()
 
 
-def test_analysis_worker_processes_detect_with_one_thread() -> None:
-    from emulator.face import pool
-
-    pool._init_worker({"max_width": 3840, "max_height": 2160, "detect_threads": 0})
-    assert pool._worker_engine is not None
-    assert pool._worker_engine.scan_threads() == 1
-
-
 def test_the_pool_is_made_again_in_a_forked_child(monkeypatch: pytest.MonkeyPatch) -> None:
     first = scan_pool()
     if first is None:
