@@ -8,8 +8,8 @@ dimension, then ``Add``: the same sum as dlib's, where a missing value counts as
 (``(pixel - mean) / 256``) runs in numpy before the graph.
 
 ONNX Runtime's CPU kernels (MLAS, with blocked channel layouts and fused bias and activation) run this network
-about twice as fast per face as the numpy path on one thread, which is why it is the default embedder. The model
-is serialised here with a minimal protobuf writer (the ``onnx`` package is not needed): only the message fields the
+about twice as fast per face as the numpy path on one thread; it is offered as ``SMARTY_EMBEDDER=onnx`` with the
+``[onnx]`` extra, not as the default, because ONNX Runtime adds ~80 MB to an install. The model is serialised here with a minimal protobuf writer (the ``onnx`` package is not needed): only the message fields the
 graph uses are written.
 
 A session runs on one thread (``intra_op_num_threads=1``, no spinning threads): cores are used by processes and
@@ -59,37 +59,28 @@ def _bytes_field(number: int, value: bytes | str) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(data)) + data
 
 
-Chunks = list[bytes | memoryview]  # a message as pieces, joined once at the end (the weights are not copied twice)
-
-
-def _message_field(number: int, chunks: Chunks) -> Chunks:
-    """A length-delimited field holding the message made of ``chunks``."""
-    return [_varint(number << 3 | 2) + _varint(sum(len(c) for c in chunks)), *chunks]
-
-
-def _tensor(name: str, array: np.ndarray) -> Chunks:
-    """TensorProto: dims (1), data_type (2), name (8), raw_data (9, little endian)."""
-    data_type = {np.dtype(np.float32): FLOAT, np.dtype(np.int64): INT64}[array.dtype]
+def _int64_tensor(name: str, array: np.ndarray) -> bytes:
+    """TensorProto of a small int64 constant: dims (1), data_type (2), name (8), raw_data (9, little endian)."""
     dims = b"".join(_int_field(1, d) for d in array.shape)
-    raw = memoryview(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))).cast("B")
-    return [dims + _int_field(2, data_type) + _bytes_field(8, name) + _varint(9 << 3 | 2) + _varint(len(raw)), raw]
+    raw = np.ascontiguousarray(array, dtype="<i8").tobytes()
+    return dims + _int_field(2, INT64) + _bytes_field(8, name) + _bytes_field(9, raw)
 
 
-def _external_tensor(name: str, array: np.ndarray) -> Chunks:
+def _external_tensor(name: str, array: np.ndarray) -> bytes:
     """A TensorProto whose data is external (data_location 14 = EXTERNAL, external_data 13 as key/value pairs);
     the session gets the array itself (``add_external_initializers``), so the weights are not copied into the
     model bytes and parsed back."""
     dims = b"".join(_int_field(1, d) for d in array.shape)
     location = _bytes_field(1, "location") + _bytes_field(2, "memory")  # never read: replaced before loading
     length = _bytes_field(1, "length") + _bytes_field(2, str(array.nbytes))
-    return [
+    return (
         dims
         + _int_field(2, FLOAT)
         + _bytes_field(8, name)
         + _bytes_field(13, location)
         + _bytes_field(13, length)
         + _int_field(14, 1)
-    ]
+    )
 
 
 def _attribute(name: str, value: int | list[int]) -> bytes:
@@ -120,10 +111,10 @@ def _value_info(name: str, dims: list[int | str]) -> bytes:
 
 
 class _GraphBuilder:
-    def __init__(self, external: bool) -> None:
+    def __init__(self) -> None:
         self.nodes: list[bytes] = []
-        self.initializers: list[Chunks] = []
-        self.external: dict[str, np.ndarray] | None = {} if external else None
+        self.initializers: list[bytes] = []
+        self.external: dict[str, np.ndarray] = {}  # the float weights, by name, handed to the session as they are
         self.count = 0
 
     def name(self, prefix: str) -> str:
@@ -132,11 +123,11 @@ class _GraphBuilder:
 
     def constant(self, prefix: str, array: np.ndarray) -> str:
         name = self.name(prefix)
-        if self.external is not None and array.dtype == np.float32:
+        if array.dtype == np.float32:
             self.external[name] = np.ascontiguousarray(array)
             self.initializers.append(_external_tensor(name, array))
         else:
-            self.initializers.append(_tensor(name, array))
+            self.initializers.append(_int64_tensor(name, array))
         return name
 
     def add(self, op_type: str, inputs: list[str], **attributes: int | list[int]) -> str:
@@ -145,23 +136,11 @@ class _GraphBuilder:
         return output
 
 
-def model_bytes(weights: ResnetWeights) -> bytes:
-    """The network as a serialised ONNX ModelProto, weights included: input ``x`` (N, 3, 150, 150) normalised,
-    output ``y`` (N, 128)."""
-    data, _ = _build(weights, external=False)
-    return data
-
-
 def model_with_external_weights(weights: ResnetWeights) -> tuple[bytes, dict[str, np.ndarray]]:
-    """The same model with its float weights left out of the bytes: they are returned by name, to be handed to the
-    session as external initializers (which keeps ~40 MB of copies out of memory)."""
-    data, external = _build(weights, external=True)
-    assert external is not None
-    return data, external
-
-
-def _build(weights: ResnetWeights, *, external: bool) -> tuple[bytes, dict[str, np.ndarray] | None]:
-    graph = _GraphBuilder(external)
+    """The network as a serialised ONNX ModelProto (input ``x`` (N, 3, 150, 150) normalised, output ``y``
+    (N, 128)) with its float weights left out of the bytes: they are returned by name, to be handed to the session
+    as external initializers (which keeps ~40 MB of copies out of memory)."""
+    graph = _GraphBuilder()
     current, shape = "x", (3, CHIP_SIDE, CHIP_SIDE)  # channels, rows, columns
     tags: dict[int, tuple[str, tuple[int, int, int]]] = {}
     for op in fuse(weights):
@@ -169,17 +148,13 @@ def _build(weights: ResnetWeights, *, external: bool) -> tuple[bytes, dict[str, 
     if shape != (DESCRIPTOR_SIZE, 1, 1):
         raise AssertionError("the graph does not end in the 128-d descriptor")
     graph.nodes.append(_node("Identity", [current], ["y"]))
-    body: Chunks = [
-        b"".join(_bytes_field(1, n) for n in graph.nodes),
-        _bytes_field(2, "dlib_face_recognition_resnet_v1"),
-    ]
-    for tensor in graph.initializers:
-        body += _message_field(5, tensor)
-    body.append(_bytes_field(11, _value_info("x", ["N", 3, CHIP_SIDE, CHIP_SIDE])))
-    body.append(_bytes_field(12, _value_info("y", ["N", DESCRIPTOR_SIZE])))
+    body = b"".join(_bytes_field(1, n) for n in graph.nodes) + _bytes_field(2, "dlib_face_recognition_resnet_v1")
+    body += b"".join(_bytes_field(5, tensor) for tensor in graph.initializers)
+    body += _bytes_field(11, _value_info("x", ["N", 3, CHIP_SIDE, CHIP_SIDE]))
+    body += _bytes_field(12, _value_info("y", ["N", DESCRIPTOR_SIZE]))
     opset = _bytes_field(1, "") + _int_field(2, OPSET)
     header = _int_field(1, IR_VERSION) + _bytes_field(2, "smarty-emulator")
-    return b"".join([header, *_message_field(7, body), _bytes_field(8, opset)]), graph.external
+    return header + _bytes_field(7, body) + _bytes_field(8, opset), graph.external
 
 
 def _add_op(
