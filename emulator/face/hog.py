@@ -301,12 +301,6 @@ def box_down(box: Box) -> Box:
     )
 
 
-def _up_candidates(value: int, axis: int) -> tuple[int, ...]:
-    """The doubled image's coordinates that box_down maps to ``value`` (x: 2v+2, 2v+3; y: 2v+1, 2v+2)."""
-    base = 2 * value + (2 if axis == 0 else 1)
-    return (base, base + 1)
-
-
 # --- the pyramid images ----------------------------------------------------------------------------------------
 
 
@@ -333,11 +327,6 @@ class Pyramid:
         w, h = self.sizes[level]
         return w * h
 
-    def computed_levels(self) -> set[int]:
-        """The levels whose images exist (level 0 of an upsample-0 scan is the source)."""
-        with self._lock:
-            return set(self._images)
-
     def image(self, level: int) -> np.ndarray:
         """Level ``level``'s image (level 0 is the scanned image: the doubled copy with upsample 1)."""
         import dlib
@@ -360,50 +349,38 @@ class Pyramid:
 def scan_levels(bank: DetectorBank, pyramid: Pyramid, first: int, count: int) -> list[Candidate]:
     """Every candidate of levels ``[first, first + count)`` of the scan, boxes in the scanned image's pixels.
 
-    A part is given its first level's image; a part from level 0 whose doubled image is not made yet is given the
-    source image and the upsample instead (dlib doubles it itself, without the GIL).
+    A part is given its first level's image (level 0 of an upsample-1 scan is the pyramid's doubled copy).
     """
     if count <= 0:
         return []
-    internal = pyramid.upsample if first == 0 and 0 not in pyramid.computed_levels() else 0
-    image = pyramid.source if internal else pyramid.image(first)
     with bank.every_candidate(count) as detector:
-        rects, scores, indices = detector.run(image, internal, 0.0)
-    if first == 0 and internal == 0:
-        return [
-            Candidate(float(s), int(k), (r.left(), r.top(), r.right(), r.bottom()))
-            for r, s, k in zip(rects, scores, indices, strict=True)
-        ]
-    state = bank.state
-    out = []
-    for r, s, k in zip(rects, scores, indices, strict=True):
-        box = (r.left(), r.top(), r.right(), r.bottom())
-        out.append(Candidate(float(s), int(k), _box_in_scan(box, first, count, internal, state)))
-    return out
+        rects, scores, indices = detector.run(pyramid.image(first), 0, 0.0)
+    boxes = [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
+    if first:  # the part's boxes are in its first level's pixels
+        boxes = [_box_in_scan(box, first, count, bank.state) for box in boxes]
+    return [Candidate(float(s), int(k), box) for box, s, k in zip(boxes, scores, indices, strict=True)]
 
 
-def _box_in_scan(box: Box, first: int, count: int, internal: int, state: DetectorState) -> Box:
+def _box_in_scan(box: Box, first: int, count: int, state: DetectorState) -> Box:
     """Map a box reported by a part back to the scanned image, exactly as the one scan would have reported it.
 
     The part found it on its level j (the scan's level ``first + j``), at corners q (integers on that level, each
-    ``cell_size * k + box_phase``), and reported ``lround(point_up(q, j))`` (then box_down if it doubled the image
-    itself). The scan reports ``lround(point_up(q, first + j))``. j is recovered from the box width; every corner's q
-    is the only one on the cell grid that maps to it.
+    ``cell_size * k + box_phase``), and reported ``lround(point_up(q, j))``. The scan reports
+    ``lround(point_up(q, first + j))``. j is recovered from the box width; every corner's q is the only one on the
+    cell grid that maps to it.
     """
-    scale = 2.0 if internal else 1.0
-    width = (box[2] - box[0]) * scale
+    width = box[2] - box[0]
     estimate = round(math.log(max(width, 1.0) / state.base_box_width()) / math.log(LEVEL_UP))
     found: list[tuple[int, list[int]]] = []
     for j in (estimate - 1, estimate, estimate + 1):
         if not 0 <= j < count:
             continue
         corners = []
-        for axis, value in zip((0, 1, 0, 1), box, strict=True):
-            values = _up_candidates(value, axis) if internal else (value,)
-            qs = {q for v in values if (q := _corner_on_level(v, j, state)) is not None}
-            if len(qs) != 1:
+        for value in box:
+            q = _corner_on_level(value, j, state)
+            if q is None:
                 break
-            corners.append(qs.pop())
+            corners.append(q)
         else:
             found.append((j, corners))
     if len(found) != 1:

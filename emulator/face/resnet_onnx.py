@@ -9,8 +9,9 @@ dimension, then ``Add``: the same sum as dlib's, where a missing value counts as
 
 ONNX Runtime's CPU kernels (MLAS, with blocked channel layouts and fused bias and activation) run this network
 about twice as fast per face as the numpy path on one thread; it is offered as ``SMARTY_EMBEDDER=onnx`` with the
-``[onnx]`` extra, not as the default, because ONNX Runtime adds ~80 MB to an install. The model is serialised here with a minimal protobuf writer (the ``onnx`` package is not needed): only the message fields the
-graph uses are written.
+``[onnx]`` extra, not as the default, because ONNX Runtime adds ~80 MB to an install. The model is serialised here
+with a minimal protobuf writer (the ``onnx`` package is not needed): only the message fields the graph uses are
+written.
 
 A session runs on one thread (``intra_op_num_threads=1``, no spinning threads): cores are used by processes and
 request threads, as with the numpy path (see :mod:`emulator.face.embedder`). One session may run in several
