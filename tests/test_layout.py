@@ -17,9 +17,6 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "emulator"
 HTTP = ("fastapi", "starlette", "uvicorn")
 LEAVES = ("emulator.ops.timing", "emulator.ops.observe", "emulator.ops.memory")
-PUBLIC_PATHS = ("emulator.pytest_plugin", "emulator.healthcheck", "emulator.app", "emulator.cli")
-
-
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -85,7 +82,6 @@ def violations(graph: Mapping[str, set[str]]) -> list[str]:
             found += [f"{module} -> {t}: a leaf imports nothing of ours" for t in direct if _in(t, "emulator")]
         if _in(module, "emulator.persons", "emulator.face", "emulator.store"):
             found += [f"{module} reaches {t}: no HTTP below the wire" for t in reached if _in(t, *HTTP)]
-        if _in(module, "emulator.persons", "emulator.face", "emulator.store"):
             upward = ("emulator.api", "emulator.control", "emulator.app", "emulator.runtime", "emulator.cli")
             found += [f"{module} reaches {t}: points upward" for t in reached if _in(t, *upward)]
             ops = [t for t in reached if _in(t, "emulator.ops") and not _in(t, *LEAVES) and t != "emulator.ops"]
@@ -142,12 +138,8 @@ def test_relative_and_function_level_imports_are_seen(tmp_path: Path) -> None:
     assert found >= {"emulator.api.envelope", "emulator.api", "emulator", "fastapi"}
 
 
-@pytest.mark.parametrize("name", PUBLIC_PATHS)
-def test_public_paths_are_where_they_were(name: str) -> None:
-    assert name in modules()
-
-
 def test_public_entry_points_resolve() -> None:
+    """The public paths (the docs, the Dockerfile and users' conftest files name them) are where they were."""
     from emulator import app, cli, healthcheck, pytest_plugin
 
     assert callable(app.app_from_env) and callable(cli.main) and callable(healthcheck.main)

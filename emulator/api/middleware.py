@@ -43,7 +43,7 @@ from emulator.ops.observe import RequestRecord
 from emulator.persons.errors import StoreError
 from emulator.runtime import Runtime
 
-log = logging.getLogger("emulator.requests")
+log = logging.getLogger("emulator.shared_state")
 RAW_SEND_KEY = "emulator.raw_send"
 OVERLOAD_ENVELOPE_STATUS = 500
 OVERLOAD_HTTP_STATUS = 503  # in mirror mode only
@@ -141,7 +141,6 @@ class SharedStateSyncMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("path") not in self.UNSYNCED_PATHS:
-            log = logging.getLogger("emulator.shared_state")
             try:
                 if self.runtime.state_is_remote:
                     await run_in_threadpool(self.runtime.sync_shared)

@@ -119,15 +119,14 @@ def build_router(runtime: Runtime) -> APIRouter:
                 payload = envelope.error(exc.status, exc.message)
             except FaultResponse as exc:  # an injected HTTP 502/503/504 or dropped connection
                 fault, record.body, record.envelope_status = exc, exc.text, 0  # 0: no envelope was sent
-            except asyncio.CancelledError:  # the server stops and its graceful shutdown timed out (shutdown_timeout)
-                log.error("%s cancelled: the server is shutting down", method)
-                record.envelope_status, record.body = 500, INTERNAL_ERROR
-                payload = envelope.error(500, INTERNAL_ERROR)
-            except Exception as exc:  # storage or a bug: the real service's internal error, never a traceback
-                runtime.note_failure(exc)
-                if isinstance(exc, StoreError):
+            except (asyncio.CancelledError, Exception) as exc:  # the real service's internal error, never a traceback
+                if isinstance(exc, asyncio.CancelledError):  # the server stops and its graceful shutdown timed out
+                    log.error("%s cancelled: the server is shutting down", method)
+                elif isinstance(exc, StoreError):
+                    runtime.note_failure(exc)
                     log.error("%s failed: %s", method, exc)
-                else:
+                else:  # a bug
+                    runtime.note_failure(exc)
                     log.exception("%s failed: %s: %s", method, type(exc).__name__, exc)
                 record.envelope_status, record.body = 500, INTERNAL_ERROR
                 payload = envelope.error(500, INTERNAL_ERROR)
