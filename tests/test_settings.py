@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 
 from emulator.cli import build_parser
 from emulator.settings import SETTINGS, Setting, Settings, SettingsError, markdown_table
+from tests.support.emulator_process import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"<!-- settings-table:start -->\n(.*?)\n<!-- settings-table:end -->", re.DOTALL)
@@ -98,15 +98,7 @@ def test_a_wrong_value_names_the_setting(env: dict[str, str], message: str) -> N
 def test_serve_with_a_wrong_value_fails_fast_with_a_clear_message(
     tmp_path: Path, flags: list[str], variables: dict[str, str], message: str
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTY_")} | variables
-    done = subprocess.run(
-        [sys.executable, "-m", "emulator", "serve", *flags, "--data-dir", str(tmp_path / "data")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_cli("serve", *flags, "--data-dir", str(tmp_path / "data"), env=variables, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == message
     assert not (tmp_path / "data").exists()  # nothing was started

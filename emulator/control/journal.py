@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,7 +62,7 @@ class Journal:
         entry = json.dumps(entry_of(record), ensure_ascii=False, default=str)
         try:
             self.shared.journal_append(record.started_at, record.method, record.space, entry, self.size)
-        except (StoreError, sqlite3.Error) as exc:  # the request was answered; its entry is lost
+        except StoreError as exc:  # the request was answered; its entry is lost
             if not self._failing:
                 log.warning("requests are not journaled until this is resolved: %s: %s", self.shared.location, exc)
             self._failing = True

@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from emulator.store.sqlite import ThreadConnections, immediate
+from emulator.store.sqlite import ThreadConnections, immediate, read_snapshot, sqlite_failures
 
 DB_FILENAME = "testing-aids.sqlite3"
 BOOT_ID_ENV = "SMARTY_EMULATOR_BOOT_ID"  # set by `serve` for its workers; not a setting
@@ -99,7 +99,8 @@ def decide_counters(
 
 class SharedState(Protocol):
     """The testing aids' state shared by every process of a server: live-setting overrides, fault rules with their
-    counters, and the journal. Reads and writes may raise (a failed database); callers decide what a failure means."""
+    counters, and the journal. A failed read or write of the storage raises
+    :class:`~emulator.store.records.StoreError` naming it; callers decide what a failure means."""
 
     @property
     def is_open(self) -> bool: ...
@@ -168,15 +169,16 @@ class SqliteSharedState:
             if self._opened:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._prepare()
-            except sqlite3.DatabaseError as exc:  # spoiled (a power loss under synchronous=OFF): start afresh
-                if isinstance(exc, sqlite3.OperationalError):  # locked, unwritable...: not a spoiled file
-                    raise
-                self.close()
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-                self._prepare()
+            with sqlite_failures(self.path, "open"):
+                try:
+                    self._prepare()
+                except sqlite3.DatabaseError as exc:  # spoiled (a power loss under synchronous=OFF): start afresh
+                    if isinstance(exc, sqlite3.OperationalError):  # locked, unwritable...: not a spoiled file
+                        raise
+                    self.close()
+                    for suffix in ("", "-wal", "-shm"):
+                        Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                    self._prepare()
             self._opened = True
 
     def _prepare(self) -> None:
@@ -206,28 +208,32 @@ class SqliteSharedState:
     def _raw_conn(self) -> sqlite3.Connection:
         return self._connections.get()
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``: one writer at a time across processes)."""
-        return immediate(self._conn())
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: one writer at a time across processes); SQLite's errors
+        become ``StoreError``."""
+        with sqlite_failures(self.path, "write"), immediate(self._conn()) as conn:
+            yield conn
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one query; SQLite's errors become ``StoreError``."""
+        with sqlite_failures(self.path, "read"):
+            return self._conn().execute(sql, tuple(args)).fetchall()
 
     # --- the per-request check -----------------------------------------------------------
 
     def status(self) -> tuple[int, int]:
         """``(settings version, number of fault rules)``: one primary-key read."""
-        row = self._conn().execute("SELECT settings_version, fault_rules FROM state WHERE id = 1").fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        rows = self._read("SELECT settings_version, fault_rules FROM state WHERE id = 1")
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     # --- live settings ---------------------------------------------------------------------
 
     def overrides(self) -> tuple[int, dict[str, Any]]:
         """The settings version and the overrides (name → value), read in one snapshot."""
-        conn = self._conn()
-        conn.execute("BEGIN")
-        try:
+        with sqlite_failures(self.path, "read"), read_snapshot(self._conn()):
             version = self.status()[0]
-            rows = conn.execute("SELECT name, value FROM setting_overrides").fetchall()
-        finally:
-            conn.execute("COMMIT")
+            rows = self._read("SELECT name, value FROM setting_overrides")
         return version, {str(name): json.loads(value) for name, value in rows}
 
     def update_overrides(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[int, dict[str, Any]]:
@@ -253,8 +259,7 @@ class SqliteSharedState:
         return StoredRule(int(cursor.lastrowid or 0), spec, 0, 0, 0)
 
     def rules(self, parse: Callable[[str], dict[str, Any]] = json.loads) -> list[StoredRule]:
-        rows = self._conn().execute(f"SELECT {RULE_COLUMNS} FROM fault_rules ORDER BY id").fetchall()
-        return stored_rules(rows, parse)
+        return stored_rules(self._read(f"SELECT {RULE_COLUMNS} FROM fault_rules ORDER BY id"), parse)
 
     def clear_rules(self) -> int:
         with self._write() as conn:
@@ -280,14 +285,15 @@ class SqliteSharedState:
         """Add an entry (JSON text, without its id); the new entry's id. One autocommit INSERT; every
         :data:`TRIM_EVERY` entries the ones older than the newest ``keep`` are deleted (reads skip them
         before that)."""
-        conn = self._conn()
-        cursor = conn.execute(
-            "INSERT INTO journal (started_at, method, space, entry) VALUES (?, ?, ?, ?)",
-            (started_at, method, space, entry),
-        )
-        number = int(cursor.lastrowid or 0)
-        if number % TRIM_EVERY == 0:
-            conn.execute("DELETE FROM journal WHERE id <= ?", (number - keep,))
+        with sqlite_failures(self.path, "write"):
+            conn = self._conn()
+            cursor = conn.execute(
+                "INSERT INTO journal (started_at, method, space, entry) VALUES (?, ?, ?, ?)",
+                (started_at, method, space, entry),
+            )
+            number = int(cursor.lastrowid or 0)
+            if number % TRIM_EVERY == 0:
+                conn.execute("DELETE FROM journal WHERE id <= ?", (number - keep,))
         return number
 
     def journal_entries(
@@ -301,12 +307,12 @@ class SqliteSharedState:
                 clauses.append(clause)
                 args.append(value)
         sql = f"SELECT id, entry FROM journal WHERE {' AND '.join(clauses)} ORDER BY id"  # noqa: S608 - fixed
-        return [(int(r[0]), str(r[1])) for r in self._conn().execute(sql, args).fetchall()]
+        return [(int(r[0]), str(r[1])) for r in self._read(sql, args)]
 
     def journal_total(self) -> int:
         """Entries ever added in this run (the ids handed out), cleared or dropped ones included."""
-        row = self._conn().execute("SELECT seq FROM sqlite_sequence WHERE name = 'journal'").fetchone()
-        return int(row[0]) if row else 0
+        rows = self._read("SELECT seq FROM sqlite_sequence WHERE name = 'journal'")
+        return int(rows[0][0]) if rows else 0
 
     def journal_clear(self, keep: int) -> int:
         """Delete every entry; how many of them were in the ring (the newest ``keep``)."""

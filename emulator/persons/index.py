@@ -105,9 +105,9 @@ class SpaceIndex:
 class IndexCache:
     """Per-process cache of :class:`SpaceIndex`, kept current with the store's generations.
 
-    ``get`` costs one indexed read of the store when nothing changed; after this process's own
-    writes the delta is applied in memory; after another process's write the space is
-    reloaded from the store.
+    ``get`` costs one indexed read of the store when nothing changed (none inside a write transaction, which
+    knows the generation); after this process's own writes the delta is applied in memory; after another
+    process's write the space is reloaded from the store.
     """
 
     def __init__(self, store: Store) -> None:
@@ -115,8 +115,11 @@ class IndexCache:
         self._indexes: dict[SpaceKey, SpaceIndex] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: SpaceKey) -> SpaceIndex:
-        generation = self._store.generation(key)
+    def get(self, key: SpaceKey, generation: int | None = None) -> SpaceIndex:
+        """The space's current index. ``generation``: the space's generation if the caller has just read it (inside
+        a write transaction, the writer's), which spares reading it again."""
+        if generation is None:
+            generation = self._store.generation(key)
         with self._lock:
             index = self._indexes.get(key)
         if index is not None and index.generation == generation:

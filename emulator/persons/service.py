@@ -235,7 +235,7 @@ class PersonsService:
             with self.store.write(key) as writer:
                 # Inside the write transaction the index is current, and stays ours until commit:
                 # two requests can never hand out the same new id, nor create one face twice.
-                matcher = _Matcher(self, self.index.get(key), writer, request)
+                matcher = _Matcher(self, self.index.get(key, writer.generation), writer, request)
                 with timed("match"):
                     objects = tuple(matcher.run(analyses))
         except StoreError as exc:

@@ -116,10 +116,6 @@ class Database:
             settings.database_url, timeout=float(settings.database_timeout), pool_size=int(settings.database_pool_size)
         )
 
-    @property
-    def is_open(self) -> bool:
-        return self._pool is not None
-
     def describe(self, exc: BaseException) -> str:
         """An error's text without the password."""
         text = " ".join(str(exc).split()) or type(exc).__name__
@@ -292,19 +288,11 @@ class PostgresStore(SqlInventory):
         with self.database.connection("read") as conn:
             yield conn
 
-    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """A read-only query (this backend's own; tests use it)."""
+    def _select(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._reading() as conn:
-            return conn.execute(sql, tuple(args)).fetchall()
+            return conn.execute(sql.replace("?", "%s"), tuple(args)).fetchall()
 
-    # --- the hot path -----------------------------------------------------------------
-
-    def generation(self, key: SpaceKey) -> int:
-        with self._reading() as conn:
-            row = conn.execute(
-                "SELECT generation FROM spaces WHERE client = %s AND space = %s", (key.client, key.space)
-            ).fetchone()
-        return int(row[0]) if row else 0
+    # --- the hot path (the generation is emulator.store.sql's) ------------------------
 
     def load_space(self, key: SpaceKey) -> SpaceData:
         """One statement (one snapshot), one row: the generation and the faces packed as three byte strings, sent in
@@ -331,33 +319,21 @@ class PostgresStore(SqlInventory):
     @contextmanager
     def write(self, key: SpaceKey) -> Iterator[PgSpaceWriter]:
         """A write transaction on one space, holding the space's lock until it commits or rolls back."""
-        args = (key.client, key.space)
         with self.database.connection("write") as conn, conn.transaction():
             # A transaction-level advisory lock on (client, space), not a row lock: a recognize that may write
             # (update_embedding is on by default) but changes nothing then writes nothing at all — no WAL, no
             # transaction id, no fsync at commit. Taken before the generation is read: in READ COMMITTED each
             # statement sees what was committed when it began, so the read must come after the wait.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", args)
-            row = conn.execute("SELECT generation FROM spaces WHERE client = %s AND space = %s", args).fetchone()
-            writer = PgSpaceWriter(conn, key, int(row[0]) if row else 0)
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (key.client, key.space))
             self._local.conn = conn
             try:
+                writer = PgSpaceWriter(conn, key, self.generation(key))
                 yield writer
             finally:
                 self._local.conn = None
-            if writer.delta.changed or writer.aliases_changed:
-                new_generation = writer.generation + 1
-                conn.execute(
-                    "INSERT INTO spaces (client, space, generation) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (client, space) DO UPDATE SET generation = excluded.generation",
-                    (*args, new_generation),
-                )
-                writer.delta.new_generation = new_generation
+            writer._bump_generation()
 
     # --- inventory (the rest is emulator.store.sql's) --------------------------------------
-
-    def _select(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.query(sql.replace("?", "%s"), args)
 
     def space_contents(self, key: SpaceKey) -> SpaceContents:
         """One repeatable-read snapshot; it may take longer than one statement's bound (an export of a full space

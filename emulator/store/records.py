@@ -73,7 +73,7 @@ class WriteDelta:
 
     key: SpaceKey
     old_generation: int
-    new_generation: int
+    new_generation: int  # old_generation unless the write changed something
     added: list[FaceRow] = field(default_factory=list)
     removed_face_ids: set[int] = field(default_factory=set)
     cleared: bool = False

@@ -1,12 +1,12 @@
-"""What the SQL backends share: the operations of a write transaction (:class:`SqlSpaceWriter`), the inventory
-reads of the :class:`~emulator.store.records.Store` protocol (the admin API, snapshots, seeding and metrics use
-them) and the reading of face rows.
+"""What the SQL backends share: the operations of a write transaction (:class:`SqlSpaceWriter`, with the bump of
+the generation), the generation read and the inventory reads of the :class:`~emulator.store.records.Store` protocol
+(the admin API, snapshots, seeding and metrics use them) and the reading of face rows.
 
 Both backends keep the same tables (``faces``, ``spaces``, ``alias_pairs``) with the same columns, so these are the
 same SQL; the statements here are written with ``?`` markers, which a backend turns into its own (``%s`` for
 psycopg). ``INSERT ... ON CONFLICT DO NOTHING`` needs SQLite 3.24 or later. What differs stays in the backend: the
-transaction and its lock, the hot-path reads, a consistent snapshot of a whole space, inserting and deleting faces
-(``RETURNING``), secrets and locks.
+transaction and its lock, reading a space for the index (``load_space``), a consistent snapshot of a whole space,
+inserting and deleting faces (``RETURNING``), secrets and locks.
 """
 
 from __future__ import annotations
@@ -59,11 +59,16 @@ def stored_faces(rows: Sequence[tuple[Any, ...]]) -> list[StoredFace]:
 
 
 class SqlInventory:
-    """The inventory reads, for a backend that provides :meth:`_select`."""
+    """The generation and the inventory reads, for a backend that provides :meth:`_select`."""
 
     def _select(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a read-only query written with ``?`` markers; its rows."""
+        """Run a read-only query written with ``?`` markers (inside a write transaction of this thread, on its
+        connection); its rows."""
         raise NotImplementedError
+
+    def generation(self, key: SpaceKey) -> int:
+        rows = self._select("SELECT generation FROM spaces WHERE client = ? AND space = ?", (key.client, key.space))
+        return int(rows[0][0]) if rows else 0
 
     def space_counts(self, client: ClientId | None = None) -> list[SpaceCounts]:
         sql = "SELECT client, space, COUNT(DISTINCT person_id), COUNT(*) FROM faces"
@@ -147,6 +152,19 @@ class SqlSpaceWriter:
     @property
     def _space(self) -> tuple[Any, ...]:
         return (self.key.client, self.key.space)
+
+    def _bump_generation(self) -> None:
+        """Before the commit: if this transaction changed something, store the space's next generation and give it
+        to the delta (``delta.new_generation != delta.old_generation`` then says that the write changed something)."""
+        if not (self.delta.changed or self.aliases_changed):
+            return
+        new_generation = self.generation + 1
+        self._run(
+            "INSERT INTO spaces (client, space, generation) VALUES (?, ?, ?)"
+            " ON CONFLICT (client, space) DO UPDATE SET generation = excluded.generation",
+            (*self._space, new_generation),
+        )
+        self.delta.new_generation = new_generation
 
     def count_faces(self) -> int:
         return int(self._run("SELECT COUNT(*) FROM faces WHERE client = ? AND space = ?", self._space).fetchone()[0])

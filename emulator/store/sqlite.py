@@ -166,6 +166,30 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
+@contextmanager
+def read_snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Several reads against one consistent view of the database: a read transaction of their own, or the
+    transaction already open on ``conn`` (inside a write, that transaction is the snapshot)."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
+
+
+@contextmanager
+def sqlite_failures(path: Path, doing: str) -> Iterator[None]:
+    """SQLite's errors (disk full, read-only file, I/O error, locked past the busy timeout) as ``StoreError``
+    naming ``path``."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"could not {doing} {path}: {exc}") from exc
+
+
 class ThreadConnections:
     """One connection per thread to one SQLite file (autocommit; ``pragmas`` run on each new one), closed together.
     Connections are shared with no other thread while open, but may be closed from any (``check_same_thread``)."""
@@ -201,7 +225,7 @@ class ThreadConnections:
         self._local = threading.local()
 
 
-class SpaceWriter(SqlSpaceWriter):
+class SqliteSpaceWriter(SqlSpaceWriter):
     """Operations inside one write transaction on one space (see :meth:`SqliteStore.write`)."""
 
     def __init__(self, conn: sqlite3.Connection, key: SpaceKey, generation: int) -> None:
@@ -238,14 +262,6 @@ class SqliteStore(SqlInventory):
     def location(self) -> str:
         return str(self.path)
 
-    @contextmanager
-    def _failures(self, doing: str) -> Iterator[None]:
-        """SQLite's errors (disk full, read-only file, I/O error, locked past the busy timeout) as ``StoreError``."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StoreError(f"could not {doing} {self.path}: {exc}") from exc
-
     def open(self) -> None:
         """Create the data dir and the database, and migrate it to the current schema.
 
@@ -253,7 +269,7 @@ class SqliteStore(SqlInventory):
         raises :class:`UnusableDatabase` and is left untouched."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         inspect_database(self.path)
-        with self._failures("open"), immediate(self._conn()) as conn:
+        with sqlite_failures(self.path, "open"), immediate(self._conn()) as conn:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
                 for statement in filter(None, (s.strip() for s in script.split(";"))):
@@ -268,33 +284,17 @@ class SqliteStore(SqlInventory):
 
     # --- reads -------------------------------------------------------------------------
 
-    def generation(self, key: SpaceKey) -> int:
-        with self._failures("read"):
-            row = (
-                self._conn()
-                .execute("SELECT generation FROM spaces WHERE client = ? AND space = ?", (key.client, key.space))
-                .fetchone()
-            )
-        return int(row[0]) if row else 0
+    def _select(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with sqlite_failures(self.path, "read"):
+            return self._conn().execute(sql, tuple(args)).fetchall()
 
     def load_space(self, key: SpaceKey) -> SpaceData:
-        with self._failures("read"):
-            return self._load_space(key)
-
-    def _load_space(self, key: SpaceKey) -> SpaceData:
-        conn = self._conn()
-        own_snapshot = not conn.in_transaction  # inside a write, that transaction is the snapshot
-        if own_snapshot:
-            conn.execute("BEGIN")  # one snapshot for the generation and the rows
-        try:
+        with sqlite_failures(self.path, "read"), read_snapshot(self._conn()) as conn:  # generation and rows agree
             generation = self.generation(key)
             rows = conn.execute(
                 "SELECT id, person_id, embedding FROM faces WHERE client = ? AND space = ? ORDER BY id",
                 (key.client, key.space),
             ).fetchall()
-        finally:
-            if own_snapshot:
-                conn.execute("COMMIT")
         return SpaceData(
             generation=generation,
             face_ids=np.array([r[0] for r in rows], dtype=np.int64),
@@ -302,63 +302,31 @@ class SqliteStore(SqlInventory):
             embeddings=blob_to_embeddings([r[2] for r in rows]),
         )
 
-    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """A read-only query (this backend's own; tests use it)."""
-        with self._failures("read"):
-            return self._conn().execute(sql, args).fetchall()
-
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check``: ``"ok"`` for a sound database."""
-        return "\n".join(str(r[0]) for r in self.query("PRAGMA integrity_check"))
-
-    @contextmanager
-    def _read_snapshot(self) -> Iterator[None]:
-        """Run several reads against one consistent view of the database."""
-        self.query("BEGIN")
-        try:
-            yield
-        finally:
-            self.query("COMMIT")
+        return "\n".join(str(r[0]) for r in self._select("PRAGMA integrity_check"))
 
     # --- writes ------------------------------------------------------------------------
 
     @contextmanager
-    def write(self, key: SpaceKey) -> Iterator[SpaceWriter]:
-        """A write transaction on one space. Commits (bumping the generation) if the block
-        returns and something changed; rolls back if it raises."""
-        with self._write_lock, self._failures("write"):
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                writer = SpaceWriter(conn, key, self.generation(key))
-                yield writer
-                if writer.delta.changed or writer.aliases_changed:
-                    new_generation = writer.generation + 1
-                    conn.execute(
-                        "INSERT INTO spaces (client, space, generation) VALUES (?, ?, ?)"
-                        " ON CONFLICT (client, space) DO UPDATE SET generation = excluded.generation",
-                        (key.client, key.space, new_generation),
-                    )
-                    writer.delta.new_generation = new_generation
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):  # e.g. no transaction left after a failed COMMIT
-                    conn.execute("ROLLBACK")
-                raise
+    def write(self, key: SpaceKey) -> Iterator[SqliteSpaceWriter]:
+        """A write transaction on one space (``BEGIN IMMEDIATE``). Commits if the block returns, bumping the
+        generation if something changed; rolls back if it raises."""
+        with self._write_lock, sqlite_failures(self.path, "write"), immediate(self._conn()) as conn:
+            writer = SqliteSpaceWriter(conn, key, self.generation(key))
+            yield writer
+            writer._bump_generation()
 
     # --- inventory (the rest is emulator.store.sql's) --------------------------------------
 
-    def _select(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.query(sql, tuple(args))
-
     def space_contents(self, key: SpaceKey) -> SpaceContents:
-        with self._read_snapshot():
+        with sqlite_failures(self.path, "read"), read_snapshot(self._conn()):
             generation = self.generation(key)
-            rows = self.query(
+            rows = self._select(
                 f"SELECT {FACE_COLUMNS} FROM faces WHERE client = ? AND space = ? ORDER BY id",
                 (key.client, key.space),
             )
-            pairs = self.query(
+            pairs = self._select(
                 "SELECT low, high FROM alias_pairs WHERE client = ? AND space = ? ORDER BY low, high",
                 (key.client, key.space),
             )

@@ -24,5 +24,5 @@ class WatchedStore:
     def write(self, key: SpaceKey) -> Iterator[SpaceWriter]:
         with self.inner.write(key) as writer:
             yield writer
-        if writer.delta.changed or writer.aliases_changed:
+        if writer.delta.new_generation != writer.delta.old_generation:  # the generation moved: a change
             self._on_commit()

@@ -5,10 +5,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from emulator.persons.types import ClientId, SpaceKey
 from emulator.settings import Settings
 from emulator.store import Store
 from tests.support.backends import BOTH_BACKENDS, Backend
+from tests.support.emulator_process import run_cli
 from tests.support.emulator_server import FIXTURES, EmulatorServer
 
 pytestmark = BOTH_BACKENDS
@@ -57,10 +56,7 @@ def _record(settings: Settings | dict[str, Any]) -> list[str]:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTY_")}
-    return subprocess.run(
-        [sys.executable, "-m", "emulator", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    return run_cli(*args)
 
 
 def test_export_truncate_import_gives_identical_recognitions(server: EmulatorServer, space: int) -> None:

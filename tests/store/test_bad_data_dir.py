@@ -9,11 +9,8 @@ beside it.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import pytest
 from emulator.control.state import DB_FILENAME as STATE_FILENAME
 from emulator.persons.types import ClientId, SpaceKey
 from emulator.store.sqlite import DB_FILENAME, SqliteStore
-from tests.support.emulator_process import ROOT, EmulatorProcess
+from tests.support.emulator_process import EmulatorProcess, run_cli
 from tests.support.emulator_server import fixture
 from tests.support.mounts import read_only_view
 
@@ -135,15 +132,7 @@ def test_the_cli_refuses_the_same_files(tmp_path: Path) -> None:
     data_dir.mkdir()
     path = _other_schema(data_dir)
     before = _fingerprint(path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTY_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "emulator", "export", str(tmp_path / "out.json"), "--data-dir", str(data_dir)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli("export", str(tmp_path / "out.json"), "--data-dir", str(data_dir))
     assert done.returncode == 1
     assert "another application's database" in done.stderr and str(path) in done.stderr, done.stderr
     assert "Traceback" not in done.stderr

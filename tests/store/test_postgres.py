@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from emulator.settings import Settings
 from emulator.store.postgres import COMPONENT, Database, PostgresStore
 from emulator.store.records import ClientId, SpaceKey, StoreError
 from tests.support.emulator_server import EmulatorServer, free_port
-from tests.support.postgres import PostgresCluster, require_postgres
+from tests.support.postgres import PostgresCluster
 
 PASSWORD = "pg-Secret-4d1f"  # the test cluster trusts loopback: the password is sent nowhere, but must show nowhere
 TIMEOUT = 2.0  # database_timeout of the servers that see the database go away
@@ -26,15 +25,6 @@ TIMEOUT = 2.0  # database_timeout of the servers that see the database go away
 
 def with_password(url: str) -> str:
     return url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[PostgresCluster]:
-    """A server of this module's own: these tests stop and start it."""
-    require_postgres()
-    running = PostgresCluster().start()
-    yield running
-    running.stop()
 
 
 def test_migrations_from_replicas_starting_at_once_run_once(cluster: PostgresCluster) -> None:

@@ -26,7 +26,7 @@ from emulator.persons.errors import INTERNAL_ERROR
 from tests.support import persons_client as api
 from tests.support.emulator_process import EmulatorProcess
 from tests.support.emulator_server import fixture
-from tests.support.postgres import PostgresCluster, require_postgres
+from tests.support.postgres import PostgresCluster
 
 pytestmark = pytest.mark.slow  # real server processes
 
@@ -60,14 +60,6 @@ IDENTITIES = [  # small photos of distinct people, for the writes under load and
     fixture("people/bradley_cooper/aligned-160.png"),
     fixture("people/tom_hanks/Tom_Hanks_54745.png"),
 ]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[PostgresCluster]:
-    require_postgres()
-    running = PostgresCluster().start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")

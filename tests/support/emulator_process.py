@@ -1,5 +1,6 @@
 """A real emulator as a separate process (``python -m emulator serve``): the one launcher of the tests that
-need several worker processes, must ``kill -9`` the server, read its whole output or measure its memory."""
+need several worker processes, must ``kill -9`` the server, read its whole output or measure its memory; and
+:func:`run_cli`, one command of the command line run to its end."""
 
 from __future__ import annotations
 
@@ -19,6 +20,22 @@ from tests.support.emulator_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 90.0
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """``python -m emulator *args`` to its end, its output captured as text. Nothing of the test process's own
+    ``SMARTY_*`` leaks in; ``env`` adds variables."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SMARTY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "emulator", *args],
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class EmulatorProcess:
