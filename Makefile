@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
+IN_CI := $(filter 1 true yes True Yes TRUE YES,$(CI))
 
 .PHONY: run test test-arm64 lint chromium postgresql container-tools arm64-tools bench soak
 
@@ -16,8 +17,9 @@ run: $(BIN)/python
 	$(BIN)/python -m pip install --quiet .
 	$(BIN)/smarty-emulator serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-# In CI (CI=true) the arm64 image test runs too, so its emulation is set up there.
-test: $(BIN)/python chromium postgresql container-tools $(if $(filter true,$(CI)),arm64-tools)
+# In CI (CI=true, or 1 or yes, as tests/support/ci.py reads it) the arm64 image test runs too, so its emulation is
+# set up there.
+test: $(BIN)/python chromium postgresql container-tools $(if $(IN_CI),arm64-tools)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
@@ -40,31 +42,6 @@ soak: $(BIN)/python
 lint: $(BIN)/python
 	$(BIN)/ruff check .
 
-# Debian's chromium for the demo page's browser tests, installed where missing if this is root with apt-get.
-# Otherwise those tests skip (and fail in CI, where CI=true). Playwright never downloads a browser of its own.
-chromium:
-	@if [ -x /usr/bin/chromium ]; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing Debian's chromium for the browser tests"; \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-			|| echo "chromium could not be installed: the browser tests will skip (and fail in CI)"; \
-	else \
-		echo "skipping the chromium install (needs root and apt-get): the browser tests will skip (and fail in CI)"; \
-	fi
-
-# Debian's PostgreSQL server for the PostgreSQL tests and the benchmark's SQLite-vs-PostgreSQL figures (the tests
-# start their own throw-away server), installed where missing if this is root with apt-get. Otherwise those tests
-# skip (and fail in CI, where CI=true).
-postgresql:
-	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing Debian's postgresql for the PostgreSQL tests"; \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
-			|| echo "postgresql could not be installed: the PostgreSQL tests will skip (and fail in CI)"; \
-	else \
-		echo "skipping the postgresql install (needs root and apt-get): the PostgreSQL tests will skip (and fail in CI)"; \
-	fi
-
 # $(call apt-install,PACKAGES,WHO): Debian's PACKAGES, if this is root with apt-get; otherwise WHO skip (fail in CI).
 define apt-install
 if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -75,6 +52,16 @@ else \
 	echo "skipping the install of $(1) (needs root and apt-get): $(2) will skip (and fail in CI)"; \
 fi
 endef
+
+# Debian's chromium for the demo page's browser tests, installed where missing. Playwright never downloads a browser
+# of its own.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then $(call apt-install,chromium,the browser tests); fi
+
+# Debian's PostgreSQL server for the PostgreSQL tests and the benchmark's SQLite-vs-PostgreSQL figures (the tests
+# start their own throw-away server), installed where missing.
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then $(call apt-install,postgresql,the PostgreSQL tests); fi
 
 # Podman (with runc: crun fails on hosts whose cgroups are in hybrid mode) and debootstrap, which makes the base
 # image the container tests build on (no container registry is needed), installed where missing.

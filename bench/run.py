@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import os
 import platform
@@ -39,7 +40,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,13 +210,25 @@ def fixture(path: str) -> bytes:
     return (FIXTURES / path).read_bytes()
 
 
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds one call of ``fn`` took."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def timed_calls(fn: Callable[[], Any], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+    return [timed(fn) for _ in range(n)]
+
+
+def interleaved(ways: Mapping[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """``rounds`` rounds, each calling every way once in the order given, so that all see the same machine load:
+    the seconds of each call, by way."""
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, fn in ways.items():
+            times[name].append(timed(fn))
+    return times
 
 
 # --- the baseline: face_recognition's defaults ---------------------------------------------------------------
@@ -259,19 +272,14 @@ def bench_latency(res: Results, ready: list[Server], runs: int) -> float:
     baseline = FaceRecognitionDefaults()
     baseline(photo)
     meta = recognize_meta(1)
-    cold: list[float] = []
-    base: list[float] = []
     with running({"SMARTY_CACHE_SIZE": "0", "SMARTY_ANALYZE_WORKERS": "1"}, ready=ready) as server:
         enrol(server)
         body = server.call("recognize", meta, [("i0", photo)])
         assert body["objects"][0]["persons"][0]["tag"] == "person1", body
-        for _ in range(runs):  # interleaved, so both see the same machine load
-            start = time.perf_counter()
-            server.call("recognize", meta, [("i0", photo)])
-            cold.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            baseline(photo)
-            base.append(time.perf_counter() - start)
+        times = interleaved(
+            {"cold": lambda: server.call("recognize", meta, [("i0", photo)]), "baseline": lambda: baseline(photo)}, runs
+        )
+    cold, base = times["cold"], times["baseline"]
     with running({"SMARTY_ANALYZE_WORKERS": "1"}, ready=ready) as server:
         enrol(server)
         server.call("recognize", meta, [("i0", photo)])  # first sight: analysed and cached
@@ -517,19 +525,14 @@ def bench_group_detect(res: Results, ready: list[Server], runs: int) -> None:
     photo = fixture(GROUP_PHOTO)
     pipeline = FaceRecognitionDefaults()
     meta = recognize_meta(1)
-    over_http: list[float] = []
-    in_process: list[float] = []
     with running({"SMARTY_CACHE_SIZE": "0", "SMARTY_ANALYZE_WORKERS": "1"}, ready=ready) as server:
         persons = server.call("recognize", meta, [("i0", photo)])["objects"][0].get("persons", [])
         faces_http = len(persons)
         faces_pipeline = pipeline(photo)
-        for _ in range(runs):  # interleaved, so both see the same machine load
-            start = time.perf_counter()
-            server.call("recognize", meta, [("i0", photo)])
-            over_http.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            pipeline(photo)
-            in_process.append(time.perf_counter() - start)
+        pair = interleaved(
+            {"http": lambda: server.call("recognize", meta, [("i0", photo)]), "pipeline": lambda: pipeline(photo)}, runs
+        )
+    over_http, in_process = pair["http"], pair["pipeline"]
     h50, f50 = statistics.median(over_http), statistics.median(in_process)
 
     rgb = decode_image(fixture(GROUP_PHOTO), max_width=3840, max_height=2160)
@@ -539,16 +542,13 @@ def bench_group_detect(res: Results, ready: list[Server], runs: int) -> None:
         engine.warm_up()
     expected = len(detector(rgb, 1))
     found = {name: len(engine.detect(rgb)[0]) for name, engine in engines.items()}
-    times: dict[str, list[float]] = {"baseline": [], **{name: [] for name in engines}}
+    ways: dict[str, Callable[[], Any]] = {
+        # face_recognition.face_locations(img): _raw_face_locations(img, 1, "hog")
+        "baseline": lambda: detector(rgb, 1),
+        **{name: functools.partial(engine.detect, rgb) for name, engine in engines.items()},
+    }
     control_before = parallelism_available()
-    for _ in range(runs):  # interleaved, so that all see the same machine load
-        start = time.perf_counter()
-        detector(rgb, 1)  # face_recognition.face_locations(img): _raw_face_locations(img, 1, "hog")
-        times["baseline"].append(time.perf_counter() - start)
-        for name, engine in engines.items():
-            start = time.perf_counter()
-            engine.detect(rgb)
-            times[name].append(time.perf_counter() - start)
+    times = interleaved(ways, runs)
     control_after = parallelism_available()
     b50 = statistics.median(times["baseline"])
     height, width = rgb.shape[:2]
@@ -602,7 +602,7 @@ def bench_many(res: Results, ready: list[Server], n: int, quiet_wait: float) -> 
     env = {"SMARTY_CACHE_SIZE": "0"}
     one_core = frozenset(sorted(os.sched_getaffinity(0))[:1])  # one core for the server and all it runs
     with (
-        running({**env, "SMARTY_ANALYZE_WORKERS": "1"}, ready=ready, cpus=one_core) as one,
+        running({**env, "SMARTY_ANALYZE_WORKERS": "1"}, cpus=one_core) as one,  # pinned: not a sample of figure 6
         running({**env, "SMARTY_ANALYZE_WORKERS": str(CORES)}, ready=ready) as many,
         running({**env, "SMARTY_ANALYZE_WORKERS": str(CORES), "SMARTY_EMBEDDER": "dlib"}) as before,
     ):
@@ -684,21 +684,13 @@ def bench_descriptor(res: Results, rounds: int) -> None:
     for embedder in (reference, *fast.values()):
         embedder.load()
         embedder.descriptors(chips[:2])
-    per_face: dict[str, list[float]] = {"dlib": []}
-
-    def seconds_per_face(work: Callable[[], Any], faces: int) -> float:
-        start = time.perf_counter()
-        work()
-        return (time.perf_counter() - start) / faces
-
-    for _ in range(rounds):  # every round measures every way, so all see the same machine load
-        per_face["dlib"].append(seconds_per_face(lambda: reference.descriptors(chips[:4]), 4))
-        for name, embedder in fast.items():
-            one = seconds_per_face(lambda: [embedder.descriptors([chip]) for chip in chips], len(chips))  # noqa: B023
-            batch = seconds_per_face(lambda: embedder.descriptors(chips), len(chips))  # noqa: B023
-            per_face.setdefault(f"{name} one", []).append(one)
-            per_face.setdefault(f"{name} batch", []).append(batch)
-    p50 = {key: statistics.median(values) for key, values in per_face.items()}
+    ways: dict[str, tuple[Callable[[], Any], int]] = {"dlib": (lambda: reference.descriptors(chips[:4]), 4)}
+    for name, embedder in fast.items():
+        ways[f"{name} one"] = (lambda e=embedder: [e.descriptors([chip]) for chip in chips], len(chips))
+        ways[f"{name} batch"] = (functools.partial(embedder.descriptors, chips), len(chips))
+    # every round measures every way, so all see the same machine load
+    times = interleaved({key: work for key, (work, _) in ways.items()}, rounds)
+    p50 = {key: statistics.median(t / faces for t in times[key]) for key, (_, faces) in ways.items()}
     expected = reference.descriptors(chips)
     res.add("## 8. Face descriptor per face (the same 8 chips)")
     res.add()
@@ -783,7 +775,7 @@ def bench_matching(res: Results) -> None:
 
 
 def bench_ready(res: Results, ready: list[Server]) -> None:
-    """Figure 6 (every single-process server started by this run is a sample)."""
+    """Figure 6 (every single-process server started by this run is a sample, but the one pinned to one core)."""
     with running({}, ready=ready):
         pass
     walls = [server.ready_seconds for server in ready]
@@ -793,9 +785,9 @@ def bench_ready(res: Results, ready: list[Server]) -> None:
     res.add()
     res.add(
         f"From `python -m emulator serve` being spawned to `GET /emulator/ready` answering 200 (imports, store open, "
-        f"models loaded, one detection run), over the {len(walls)} single-process servers this run started: median "
-        f"{p50:.2f} s, max {max(walls):.2f} s. CPU time the process used until ready (independent of other load on "
-        f"the machine): median {statistics.median(cpus):.2f} s."
+        f"models loaded, one detection run), over the {len(walls)} single-process servers this run started (not the "
+        f"one pinned to one core for figure 3): median {p50:.2f} s, max {max(walls):.2f} s. CPU time the process used "
+        f"until ready (independent of other load on the machine): median {statistics.median(cpus):.2f} s."
     )
     res.add()
     res.target("6. process start to ready, median", f"{p50:.2f} s", "<= 3 s", p50 <= 3.0)
@@ -805,38 +797,14 @@ def bench_throughput(res: Results, ready: list[Server], seconds: float, baseline
     """Figure 7."""
     photo = fixture(PHOTO)
     meta = recognize_meta(1)
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
     env = {"SMARTY_CACHE_SIZE": "0"}
     with running(env, workers=2, ready=ready) as server:
         enrol(server)
         for _ in range(4):  # both processes warm
             server.call("recognize", meta, [("i0", photo)])
-        stop_at = time.perf_counter() + seconds
-
-        def client() -> None:
-            nonlocal errors
-            with httpx.Client(base_url=server.base_url, timeout=60) as http:
-                while time.perf_counter() < stop_at:
-                    start = time.perf_counter()
-                    try:
-                        call(http, "recognize", meta, [("i0", photo)])
-                    except Exception:  # noqa: BLE001 - counted, reported
-                        with lock:
-                            errors += 1
-                        continue
-                    with lock:
-                        latencies.append(time.perf_counter() - start)
-
-        started = time.perf_counter()
-        threads = [threading.Thread(target=client) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=seconds + 120)
-        wall = time.perf_counter() - started
-    rps = len(latencies) / wall
+        window = _sustained([server], [], seconds, photo, meta)
+    latencies, errors = window.latencies, window.errors
+    rps = window.requests / window.wall
     res.add("## 7. Sustained throughput")
     res.add()
     res.add(
@@ -849,7 +817,7 @@ def bench_throughput(res: Results, ready: list[Server], seconds: float, baseline
     res.target("7. sustained req/s, 2 workers, 8 clients", f"{rps:.1f} req/s (p95 {ms(pct(latencies, 95))})", "-", None)
 
 
-# --- 8. SQLite vs PostgreSQL ---------------------------------------------------------------------------------
+# --- 10. SQLite vs PostgreSQL ---------------------------------------------------------------------------------
 
 
 def bench_postgres(res: Results, runs: int, seconds: float) -> None:
@@ -892,24 +860,23 @@ def _pg_latency(res: Results, cluster: Any, runs: int) -> None:
             server.call("recognize", meta, [("i0", photo)])
         samples: dict[tuple[str, str], list[float]] = {}
 
-        def one(label: str, kind: str, run: int) -> None:
-            server = servers[label]
-            start = time.perf_counter()
+        def one(server: Server, kind: str, run: int) -> None:
             if kind == "recognize":
                 server.call("recognize", meta, [("i0", photo)])
             else:
                 person = {"name": "a", "person_id": 100 + run % 50}
                 server.call("set", {"space": "2", "images": [person]}, [("a", set_photo)])
-            samples.setdefault((label, kind), []).append(time.perf_counter() - start)
 
         def rounds(cache: str, n: int) -> None:
             for server in servers.values():
                 server.http.patch("/emulator/settings", json={"cache_size": int(cache)}).raise_for_status()
+            state = "cold" if cache == "0" else "cached"
             for run in range(n):  # interleaved, alternating which goes first
                 order = ("SQLite", "PostgreSQL") if run % 2 == 0 else ("PostgreSQL", "SQLite")
                 for kind in ("recognize", "set"):
                     for label in order:
-                        one(label, f"{kind} {'cold' if cache == '0' else 'cached'}", run)
+                        seconds = timed(functools.partial(one, servers[label], kind, run))
+                        samples.setdefault((label, f"{kind} {state}"), []).append(seconds)
 
         rounds("0", runs)
         rounds("1024", runs * 2)
@@ -1187,6 +1154,36 @@ def _sustained(
     return Window(len(latencies), errors[0], wall, cpu, database, latencies)
 
 
+def replace_figure(previous: str, lines: Sequence[str], headline: Sequence[tuple[str, str, str, str]]) -> str | None:
+    """``previous`` (a RESULTS.md) with one figure measured again: its section (``lines``, from its ``## N.``
+    heading on) in place of the old one, or among the numbered sections where it had none, and its rows of the
+    headline table (those of figure N: ``N.``, ``Na.``, ``Nb.``...) in place of the old ones. None if ``previous`` has
+    no headline table to keep."""
+    old = previous.splitlines()
+    if "## Headline" not in old:
+        return None
+    number = int(lines[0].removeprefix("## ").split(".", 1)[0])
+    mine = re.compile(rf"{number}[a-z]?\. ")
+    first_row = old.index("## Headline") + 4  # the heading, a blank line, the table's header and its separator
+    last_row = next((i for i in range(first_row, len(old)) if not old[i].startswith("| ")), len(old))
+    kept = [tuple(row[2:-2].split(" | ")) for row in old[first_row:last_row]]
+    rows = sorted([row for row in kept if not mine.match(row[0])] + list(headline))
+    text = [*old[:first_row], *("| " + " | ".join(row) + " |" for row in rows), *old[last_row:]]
+
+    def after(line: str) -> bool:
+        """Whether ``line`` starts what comes after figure N: a higher figure, an unnumbered section, the soak's."""
+        heading = re.match(r"## (\d+)\. ", line)
+        return line.startswith("<!--") or (line.startswith("## ") and (heading is None or int(heading[1]) > number))
+
+    sections = next(i for i in range(first_row, len(text)) if text[i].startswith("## "))
+    start = next((i for i in range(sections, len(text)) if text[i].startswith(f"## {number}. ")), None)
+    if start is None:  # no section yet: it goes where a full run puts it
+        start = end = next((i for i in range(sections, len(text)) if after(text[i])), len(text))
+    else:
+        end = next((i for i in range(start + 1, len(text)) if text[i].startswith(("## ", "<!--"))), len(text))
+    return "\n".join([*text[:start], *lines, *text[end:]]).rstrip() + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
@@ -1196,7 +1193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quiet-wait", type=float, default=60.0, help="max seconds to wait for idle cores before figure 3"
     )
-    parser.add_argument("--only", choices=("postgres",), help="only this figure (8: SQLite vs PostgreSQL)")
+    parser.add_argument(
+        "--only",
+        choices=("postgres",),
+        help="only this figure (10: SQLite vs PostgreSQL), replaced in the existing results file",
+    )
     args = parser.parse_args(argv)
     seconds = min(args.seconds, 20.0)
     load_before = os.getloadavg()
@@ -1231,10 +1232,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     given = " ".join(argv if argv is not None else sys.argv[1:])
     command = "make bench" if os.environ.get("BENCH_VIA_MAKE") else f"python bench/run.py {given}"
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    previous = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    if args.only:  # the figure measured again, into the file of the last full run where there is one
+        [lines] = numbered
+        note = (
+            f"Measured again alone by `{command.strip()}` on {stamp} in {total:.0f} s; load average (1 min) before: "
+            f"{load_before[0]:.2f}, after: {load_after[0]:.2f}. The other figures are from the run named at the top."
+        )
+        text = replace_figure(previous, [lines[0], "", note, *lines[1:]], res.headline)
+        if text is not None:
+            args.out.write_text(text, encoding="utf-8")
+            print(f"wrote figure {lines[0].removeprefix('## ').split('.')[0]} into {args.out} in {total:.0f} s")
+            return 0
     out = [
         "# Benchmark results",
         "",
-        f"Produced by `{command.strip()}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {total:.0f} s.",
+        f"Produced by `{command.strip()}` on {stamp} in {total:.0f} s.",
         f"Machine: {CORES} cores ({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
         f"dlib {dlib.__version__}, numpy {np.__version__}. Load average (1 min) before: {load_before[0]:.2f}, "
         f"after: {load_after[0]:.2f} — figures from a machine busy with other work are noisier and slower; the "
@@ -1250,7 +1264,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for lines in numbered:
         out.extend(lines)
     # The soak section is written by `make soak` (tests/ops/test_soak.py), not by this run: keep it.
-    previous = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
     soak = SOAK_SECTION.search(previous)
     if soak:
         out += ["", soak.group(0)]

@@ -66,7 +66,7 @@ def server(
     engine: DlibEngine, backend: Backend, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[EmulatorServer]:
     """A real emulator (real dlib) with its own data dir (and database), shared by one test module."""
-    if backend.embedder != engine.embedder:  # the reference descriptor: an engine of its own, made when needed
+    if backend.name == DLIB_DESCRIPTOR:  # the reference descriptor: an engine of its own, made when needed
         engine = request.getfixturevalue("dlib_engine")
     running = EmulatorServer(tmp_path_factory.mktemp("data"), engine=engine, **backend.settings()).start()
     yield running

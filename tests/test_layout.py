@@ -17,6 +17,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "emulator"
 HTTP = ("fastapi", "starlette", "uvicorn")
 LEAVES = ("emulator.ops.timing", "emulator.ops.observe", "emulator.ops.memory")
+
+
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)

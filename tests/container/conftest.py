@@ -21,10 +21,10 @@ from tests.container.launch import (
     Podman,
     build_image,
     ensure_base_image,
-    in_ci,
     named_volume,
     setup_podman,
 )
+from tests.support import ci
 
 ARM64_BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 
@@ -38,9 +38,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def unavailable(reason: str) -> NoReturn:
-    if in_ci():
-        pytest.fail(f"a container cannot run here: {reason}", pytrace=False)
-    pytest.skip(f"a container cannot run here: {reason}")
+    ci.unavailable(f"a container cannot run here: {reason}")
 
 
 def native_arch() -> str:
@@ -95,7 +93,7 @@ def served(podman: Podman, image: str) -> Iterator[Container]:
 
 
 def arm64_wanted() -> bool:
-    return in_ci() or os.environ.get("SMARTY_TEST_ARM64") == "1"
+    return ci.in_ci() or os.environ.get("SMARTY_TEST_ARM64") == "1"
 
 
 @pytest.fixture(scope="session")

@@ -76,10 +76,6 @@ class EngineUnavailable(Exception):
     """A container cannot run on this machine; the message says why."""
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI") == "true"
-
-
 @contextlib.contextmanager
 def machine_lock(name: str) -> Iterator[None]:
     """One holder at a time on this machine (two test sessions must not debootstrap the same base together)."""

@@ -9,6 +9,7 @@ repeated heading gets ``-1``, ``-2``, ... in order.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -39,9 +40,8 @@ def slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def prose_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, line) outside fenced code blocks, with code spans blanked out."""
-    lines: list[tuple[int, str]] = []
+def outside_fences(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of every line outside fenced code blocks (their fence lines left out too)."""
     fence: str | None = None
     for number, line in enumerate(text.splitlines(), start=1):
         opening = FENCE.match(line)
@@ -52,24 +52,19 @@ def prose_lines(text: str) -> list[tuple[int, str]]:
             if line.strip().startswith(fence) and set(line.strip()) <= {fence[0]}:
                 fence = None
             continue
-        lines.append((number, CODE_SPAN.sub(lambda m: " " * len(m.group(0)), line)))
-    return lines
+        yield number, line
+
+
+def prose_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) outside fenced code blocks, with code spans blanked out."""
+    return [(number, CODE_SPAN.sub(lambda m: " " * len(m.group(0)), line)) for number, line in outside_fences(text)]
 
 
 def anchors(text: str) -> set[str]:
     """Every id a page's headings (and explicit ``<a id=...>``) give, as GitHub assigns them."""
     found: set[str] = set()
     seen: dict[str, int] = {}
-    fence: str | None = None
-    for line in text.splitlines():
-        opening = FENCE.match(line)
-        if fence is None and opening:
-            fence = opening.group(1)[0] * len(opening.group(1))
-            continue
-        if fence is not None:
-            if line.strip().startswith(fence) and set(line.strip()) <= {fence[0]}:
-                fence = None
-            continue
+    for _, line in outside_fences(text):
         found.update(HTML_ID.findall(line))
         heading = HEADING.match(line)
         if heading:

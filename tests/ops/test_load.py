@@ -21,9 +21,7 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
@@ -39,7 +37,7 @@ WINDOW = 20.0  # seconds compared at the start and at the end
 WARM_UP = 10.0  # at least this many seconds of the same load before the measured run
 MAX_WARM_UP = 40.0  # at most this many
 # The last window's mean RSS may exceed the first window's by at most 10 % (measured: about +2 %, with the
-# server's malloc arenas capped by emulator.memory; without the cap RSS creeps up for ~1,000 requests first).
+# server's malloc arenas capped by emulator.ops.memory; without the cap RSS creeps up for ~1,000 requests first).
 MEMORY_MARGIN = 0.10
 PHOTOS = (
     "people/obama/obama-480p.jpg",
@@ -53,15 +51,6 @@ PHOTOS = (
 )
 SET_PHOTOS = PHOTOS[:-1]  # one face each
 AUTH = {"oauth_token": "load-token", "oauth_provider": "mcs"}
-
-
-@pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[EmulatorProcess]:
-    server = EmulatorProcess(tmp_path / "data", workers=2).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @dataclass

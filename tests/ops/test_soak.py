@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.run import SOAK_SECTION
 from emulator.store.sqlite import DB_FILENAME, WAL_SIZE_LIMIT
 from tests.support.emulator_process import ROOT, EmulatorProcess
 from tests.support.emulator_server import fixture
@@ -59,7 +58,6 @@ PHOTOS = (  # one face each
     "people/rose_leslie/img2.jpg",
     "people/alex_lacamoire/alex-lacamoire.png",
 )
-SECTION = re.compile(r"<!-- soak:start -->.*?<!-- soak:end -->", re.DOTALL)
 
 
 @dataclass
@@ -147,15 +145,6 @@ def _wal_salt(wal: Path) -> bytes:
     except FileNotFoundError:
         return b""
     return header[16:24]
-
-
-@pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[EmulatorProcess]:
-    server = EmulatorProcess(tmp_path / "data", workers=2).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _window(samples: list[tuple[float, ...]], start: float, end: float, index: int) -> list[float]:
@@ -304,6 +293,8 @@ def _write_results(
     ]
     block = "\n".join(lines)
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    text = SECTION.sub(lambda _: block, text) if SECTION.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text, replaced = SOAK_SECTION.subn(lambda _: block, text)
+    if not replaced:
+        text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")
     print(f"wrote the soak figures into {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")

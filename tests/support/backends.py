@@ -28,11 +28,6 @@ class Backend:
     name: str  # sqlite | postgres | sqlite-dlib
     cluster: PostgresCluster | None = None
 
-    @property
-    def embedder(self) -> str:
-        """The face descriptor of the module's servers."""
-        return "dlib" if self.name == DLIB_DESCRIPTOR else "numpy"
-
     def settings(self) -> dict[str, Any]:
         """Settings for a server or store of its own: nothing for SQLite (the data dir), a new database for
         PostgreSQL. Pass the same dict to several servers to share one record."""

@@ -4,10 +4,10 @@ a 200-megapixel PNG. Each is built in a few seconds at most, streaming, without 
 from __future__ import annotations
 
 import gzip
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.support.hostile import png_bomb
 
 HEAD = b'{"format":"smarty-emulator-snapshot","version":1,"spaces":[{"client":"c","space":0,"faces":['
 TAIL = b"]}]}"
@@ -40,23 +40,7 @@ def tiny_entries(count: int) -> bytes:
     return HEAD + b"{}," * (count - 1) + b"{}" + TAIL
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
 def huge_png(path: Path, width: int = 20000, height: int = 10000) -> Path:
     """A real 8-bit RGB PNG of ``width`` x ``height`` black pixels (200 megapixels, 600 MB decoded; ~600 KB)."""
-    row = b"\x00" * (1 + 3 * width)  # filter byte + pixels
-    packer = zlib.compressobj(9)
-    rows_per_step = 100
-    chunks = [packer.compress(row * rows_per_step) for _ in range(height // rows_per_step)]
-    chunks.append(packer.compress(row * (height % rows_per_step)))
-    chunks.append(packer.flush())
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", b"".join(chunks))
-        + _png_chunk(b"IEND", b"")
-    )
+    path.write_bytes(png_bomb(width, height, rgb=True))
     return path

@@ -10,7 +10,7 @@ import base64
 import os
 from pathlib import Path
 
-import pytest
+from tests.support.ci import unavailable
 
 CHROMIUM = Path(os.environ.get("SMARTY_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -36,11 +36,8 @@ def require_browser() -> None:
             import playwright.sync_api  # noqa: F401
         except ImportError:
             problem = "the playwright package is missing: pip install -e '.[test]'"
-    if problem is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"browser tests cannot run: {problem}", pytrace=False)
-    pytest.skip(f"browser tests skipped: {problem}")
+    if problem is not None:
+        unavailable(f"browser tests cannot run: {problem}")
 
 
 def drop_file(page: object, selector: str, name: str, data: bytes, mime: str) -> None:

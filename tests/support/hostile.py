@@ -120,13 +120,18 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def png_bomb(side: int = 40000) -> bytes:
-    """A real 1-bit ``side`` x ``side`` PNG of zeros: ~200 KB on the wire, 4.8 GB once decoded to RGB."""
-    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
+def png_bomb(width: int = 40000, height: int | None = None, *, rgb: bool = False) -> bytes:
+    """A real PNG of ``width`` x ``height`` (square by default) zero pixels: 1-bit grayscale, or 8-bit RGB with
+    ``rgb``. The default, 40000x40000 1-bit, is ~200 KB on the wire and 4.8 GB once decoded to RGB. Built a few MB of
+    rows at a time, never whole."""
+    height = width if height is None else height
+    bit_depth, colour_type, bits_per_pixel = (8, 2, 24) if rgb else (1, 0, 1)
+    row = b"\x00" * (1 + (width * bits_per_pixel + 7) // 8)  # filter byte + pixels
+    rows_per_step = max(1, (4 << 20) // len(row))
     packer = zlib.compressobj(9)
-    chunks = [packer.compress(row * 1000) for _ in range(side // 1000)]
+    chunks = [packer.compress(row * min(rows_per_step, height - y)) for y in range(0, height, rows_per_step)]
     chunks.append(packer.flush())
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + _png_chunk(b"IHDR", header)

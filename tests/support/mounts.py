@@ -1,27 +1,23 @@
 """Mounts for the tests of hostile disks: a small tmpfs (a disk that fills up) and a read-only bind mount.
 
 Both need root (as sessions and CI run). Where mounting is refused the test is skipped with the reason, except in CI
-(``CI=true``), where it fails: there the test must run.
+(``CI=true``, see :mod:`tests.support.ci`), where it fails: there the test must run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from tests.support.ci import unavailable
 
 
 def _mount(*args: str) -> None:
     done = subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
-        message = f"cannot mount ({' '.join(args)}): {done.stderr.strip() or done.returncode}; this test needs root"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"cannot mount ({' '.join(args)}): {done.stderr.strip() or done.returncode}; this test needs root")
 
 
 def _unmount(path: Path) -> None:

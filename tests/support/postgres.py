@@ -22,8 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
-
+from tests.support.ci import unavailable
 from tests.support.emulator_server import free_port
 
 SEARCH = "/usr/lib/postgresql"
@@ -56,13 +55,10 @@ def missing_reason() -> str | None:
 
 
 def require_postgres() -> None:
-    """Skip the test when no cluster can be started here, with the reason; in CI (``CI=true``) fail instead."""
+    """Skip the test when no cluster can be started here, with the reason; in CI fail instead."""
     reason = missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"PostgreSQL is needed in CI: {reason}")
-    pytest.skip(reason)
+    if reason is not None:
+        unavailable(f"PostgreSQL is needed: {reason}")
 
 
 class PostgresCluster:
@@ -101,7 +97,7 @@ class PostgresCluster:
             for path in (self.root, self.socket_dir):
                 os.chown(path, ids.pw_uid, ids.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", USER, "-A", "trust", "--no-sync", "-E", "UTF8")
-        self._run("pg_ctl", "-D", str(self.data), "-o", self._options(), "-l", str(self.log_path), "-w", "start")
+        self.start_server()
         return self
 
     def restart(self, mode: str = "fast") -> None:
@@ -114,6 +110,7 @@ class PostgresCluster:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
     def start_server(self) -> None:
+        """``pg_ctl start`` on the existing cluster; the server accepts connections when this returns."""
         self._run("pg_ctl", "-D", str(self.data), "-o", self._options(), "-l", str(self.log_path), "-w", "start")
 
     def stop(self) -> None:
