@@ -17,6 +17,7 @@ from emulator.api.routes import build_router
 from emulator.control.routes import build_admin_router, build_testing_router
 from emulator.control.ui import build_login_router, build_ui_router
 from emulator.face.engine import DlibEngine, FaceEngine
+from emulator.face.from_settings import engine_from_settings
 from emulator.ops import logs
 from emulator.ops.datadir import DataDirError
 from emulator.ops.health import build_health_router
@@ -31,14 +32,9 @@ log = logging.getLogger("emulator.app")
 WARM_UP_JOIN_SECONDS = 30.0
 
 
-# The engine's own decode ceiling. The live pixel limits (SMARTY_MAX_IMAGE_WIDTH/HEIGHT) are checked from the
-# header before the engine sees an image, so they may be raised at run time up to this ceiling.
-ENGINE_MAX_SIDE = 8192
-
-
 def default_engine(settings: Settings) -> DlibEngine:
-    side = max(ENGINE_MAX_SIDE, settings.max_image_width, settings.max_image_height)
-    return DlibEngine(max_width=side, max_height=side, embedder=settings.embedder)
+    """The engine of a server that is given none (see :func:`emulator.face.from_settings.engine_from_settings`)."""
+    return engine_from_settings(settings)
 
 
 def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: Store | None = None) -> FastAPI:

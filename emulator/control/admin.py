@@ -9,6 +9,7 @@ follow at once.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,17 +71,23 @@ def person_photos(store: Store, key: SpaceKey, person_id: int) -> list[PhotoInfo
 
 
 def reset(
-    store: Store, client: ClientId | None = None, space: int | None = None, on_write: OnWrite | None = None
+    store: Store,
+    client: ClientId | None = None,
+    space: int | None = None,
+    on_write: OnWrite | None = None,
+    *,
+    keep: Collection[SpaceKey] = (),
 ) -> list[SpaceKey]:
-    """Empty every space (of ``client``; only ``space`` of it, if given), as truncate does.
+    """Empty every space (of ``client``; only ``space`` of it, if given) but those in ``keep``, as truncate does;
+    the spaces emptied.
 
     Each space is emptied in its own transaction. Spaces keep their generation rows, so a
     worker holding an old index always sees a newer generation (never the same number again).
     """
-    if space is not None and client is None:
-        raise ValueError("a space can only be reset together with its client")
     emptied = []
     for key in store.space_keys(client, space):
+        if key in keep:
+            continue
         with store.write(key) as writer:
             writer.truncate()
         if on_write is not None:

@@ -69,14 +69,11 @@ def _import(store: Store, args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _seed(store: Store, args: argparse.Namespace, settings: Settings) -> int:
-    from emulator.face.engine import DlibEngine  # loads dlib: only for this command
+    from emulator.face.from_settings import engine_from_settings  # loads dlib: only for this command
 
-    engine = DlibEngine(
-        max_width=settings.max_image_width, max_height=settings.max_image_height, embedder=settings.embedder
-    )
     outcome = seed(
         store,
-        engine,
+        engine_from_settings(settings),  # the server's engine; the image bounds are checked before it decodes
         Path(args.source),
         max_faces_per_space=settings.max_faces_per_space,
         limits=SeedLimits.from_settings(settings),

@@ -19,11 +19,11 @@ sequence of faults on every run. Without either, it fires on every matching requ
 Rules are evaluated in the order they were added: every firing latency rule adds its delay,
 every firing per-object rule marks its images, and the first firing request-level fault
 (envelope, HTTP, drop) wins and ends the evaluation (later rules are not consumed).
-Rules and their counters live in the data dir's shared state (:mod:`emulator.control.state`),
-so every worker process of a server applies the same rules: a request takes the rules in a write
-transaction, so ``times`` counts across workers (a ``times=1`` rule fires once in all), and a
-rule's draws form one sequence of its ``random.Random(seed)`` in the order requests took them
-(each process keeps a generator per rule and moves it forward to the shared draw counter).
+Rules and their counters live in the data dir's shared state (:mod:`emulator.control.state`), so every worker
+process of a server applies the same rules: a request that a rule matches takes the rules in a write transaction
+(one that none matches only reads them), so ``times`` counts across workers (a ``times=1`` rule fires once in all),
+and a rule's draws form one sequence of its ``random.Random(seed)`` in the order requests took them (each process
+keeps a generator per rule and moves it forward to the shared draw counter).
 
 The hook (:func:`run_with_faults`) applies the rules to a persons request around the service call. It decides
 before the service runs, so that a faulted request stores nothing: a request-level fault skips the service
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import fnmatch
 import functools
 import json
@@ -88,9 +89,7 @@ class FaultRule:
         """Build and validate a rule from the admin API's JSON."""
         if not isinstance(data, Mapping):
             raise FaultRuleError("a fault rule is a JSON object")
-        known = {"kind", "method", "space", "image", "times", "probability", "seed"}
-        known |= {"latency_ms", "latency_max_ms", "body", "message"}
-        unknown = set(data) - known
+        unknown = set(data) - set(SPEC_FIELDS)
         if unknown:
             raise FaultRuleError(f"unknown field(s): {', '.join(sorted(unknown))}")
         kind = data.get("kind")
@@ -134,19 +133,7 @@ class FaultRule:
 
     def spec(self) -> dict[str, Any]:
         """The rule as given (what :meth:`from_json` reads back), without id and counters."""
-        return {
-            "kind": self.kind,
-            "method": self.method,
-            "space": self.space,
-            "image": self.image,
-            "times": self.times,
-            "probability": self.probability,
-            "seed": self.seed,
-            "latency_ms": self.latency_ms,
-            "latency_max_ms": self.latency_max_ms,
-            "body": self.body,
-            "message": self.message,
-        }
+        return {name: getattr(self, name) for name in SPEC_FIELDS}
 
     def to_json(self) -> dict[str, Any]:
         """The rule as listed by ``GET /emulator/faults``: its id, its spec and its counters."""
@@ -192,6 +179,10 @@ class FaultRule:
             return self.latency_ms / 1000
         low, high = self.latency_ms, self.latency_max_ms
         return (low + (high - low) * draw()) / 1000  # random.Random.uniform(low, high), from the shared sequence
+
+
+# What a rule is given as (:meth:`FaultRule.from_json`, :meth:`FaultRule.spec`): every field but its id and counters.
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(FaultRule) if f.name not in ("id", "matched", "fired", "draws"))
 
 
 def _optional_int(data: Mapping[str, Any], name: str, low: int | None, high: int | None) -> int | None:
@@ -306,10 +297,22 @@ class FaultInjector:
         rule.draws += 1
         return value
 
+    def _any_matches(self, method: str, space: int | None, names: Sequence[str] | None) -> bool:
+        """Does any rule match the request? A plain read: whether a rule matches depends on its spec alone."""
+        stored_rules = self._shared.rules(self._parse)  # outside the lock: two threads may at worst parse a text twice
+        with self._lock:
+            self.active = bool(stored_rules)
+            return any(self._rule(stored).matches(method, space, names) for stored in stored_rules)
+
     def plan(self, method: str, space: int | None, names: Sequence[str] | None) -> FaultPlan:
         """Decide the faults of one request. ``names`` are meta's image names (``None`` if
-        meta is not usable, which disables per-object faults and image globs)."""
+        meta is not usable, which disables per-object faults and image globs).
+
+        A request that no rule matches only reads the rules; one that some rule matches takes them in a write
+        transaction (which looks again), since the rules it matches count it."""
         plan = FaultPlan()
+        if not self._any_matches(method, space, names):
+            return plan
 
         def decide(stored_rules: list[StoredRule]) -> None:
             self.active = bool(stored_rules)
@@ -381,8 +384,8 @@ async def run_with_faults(
     if not faults.active:  # the usual case: no rules, no extra work
         return await call(frozenset())
     names = image_names()
-    # In a worker thread: the rules are taken in a write transaction of the shared state (over the network with
-    # PostgreSQL), which must not hold up the event loop.
+    # In a worker thread: the rules are read from the shared state, and taken in a write transaction when one
+    # matches (over the network with PostgreSQL), which must not hold up the event loop.
     plan: FaultPlan = await asyncio.to_thread(faults.plan, record.method, record.space, names)
     record.faults = plan.fired
     if plan.delay_s:

@@ -163,13 +163,11 @@ def build_admin_router(runtime: Runtime) -> APIRouter:
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limits.max_bytes:  # refused from the header, never read
                 raise limits.too_large(f"it holds {declared} bytes")
-            buffer = bytearray()
+            data = bytearray()
             async for chunk in request.stream():  # counted as it streams in: a huge body is refused, not read
-                buffer += chunk
-                if len(buffer) > limits.max_bytes:
+                data += chunk
+                if len(data) > limits.max_bytes:
                     raise limits.too_large("it holds more")
-            data = bytes(buffer)
-            del buffer
 
             def load() -> snapshot.ImportReport:
                 return snapshot.restore(

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import TextIO
 
 from emulator.control import snapshot
-from emulator.face.decode import ImageError, check_dimensions
+from emulator.face.decode import ImageError
 from emulator.face.engine import FaceEngine
 from emulator.face.thumbnail import face_thumbnail
 from emulator.persons import errors
+from emulator.persons.limits import ImageLimits, refusal
 from emulator.persons.types import DEFAULT_CLIENT, MAX_SPACE, ClientId, ImageInput, SpaceKey, face_meta
 from emulator.settings import Settings
 from emulator.store.records import OnWrite, Store
@@ -46,23 +47,14 @@ log = logging.getLogger("emulator.seed")
 class SeedLimits:
     """The bounds of seeding: those of an image given to ``set``, and of a snapshot."""
 
-    max_image_bytes: int
-    max_width: int
-    max_height: int
-    min_side: int
+    image: ImageLimits
     snapshot: snapshot.SnapshotLimits
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> SeedLimits:
         """From ``settings`` (default: the settings' defaults)."""
         settings = settings or Settings.from_sources({})
-        return cls(
-            int(settings.max_image_bytes),
-            int(settings.max_image_width),
-            int(settings.max_image_height),
-            int(settings.min_image_side),
-            snapshot.SnapshotLimits.from_settings(settings),
-        )
+        return cls(ImageLimits.from_settings(settings), snapshot.SnapshotLimits.from_settings(settings))
 
 
 @dataclass(frozen=True)
@@ -205,21 +197,21 @@ def _seed_one(
     """Store one photo; return why it was not stored (``None`` if it was, or already was)."""
     try:
         size = photo.path.stat().st_size
-        if size > limits.max_image_bytes:  # the same bound and words as set's
-            return f"image is too large: {size} bytes, the limit is {limits.max_image_bytes} bytes"
-        data = photo.path.read_bytes()
+        data = photo.path.read_bytes() if size <= limits.image.max_bytes else None  # past the bound: never read
     except OSError as exc:
         return f"cannot read it ({exc.strerror})"
+    if data is None:
+        return refusal(None, size, limits.image)  # the same bound and words as set's
     digest = hashlib.sha256(data).hexdigest()
     person = (photo.key.client, photo.key.space, photo.person_id)
     if digest in stored.get(photo.person_id, set()):
         report.already_there += 1
         report.persons.add(person)
         return None
+    refused = refusal(data, size, limits.image)  # from the header alone: a 200-megapixel PNG is never decoded
+    if refused is not None:
+        return refused
     try:
-        check_dimensions(  # from the header alone: a 200-megapixel PNG is refused, never decoded
-            data, max_width=limits.max_width, max_height=limits.max_height, min_side=limits.min_side
-        )
         faces = engine.analyze(data)
     except ImageError as exc:
         return exc.message
@@ -271,23 +263,14 @@ def seed(
     source: Path,
     *,
     max_faces_per_space: int,
+    limits: SeedLimits,
     on_write: OnWrite | None = None,
-    stream: TextIO | None = None,
-    limits: SeedLimits | None = None,
 ) -> SeedOutcome:
-    """Seed from a directory of photos or a snapshot file (merged), within ``limits`` (default: the settings'
-    defaults)."""
+    """Seed from a directory of photos or a snapshot file (merged), within ``limits``."""
     source = Path(source)
-    limits = limits or SeedLimits.from_settings()
     if source.is_dir():
         report = seed_directory(
-            store,
-            engine,
-            source,
-            max_faces_per_space=max_faces_per_space,
-            on_write=on_write,
-            stream=stream,
-            limits=limits,
+            store, engine, source, max_faces_per_space=max_faces_per_space, on_write=on_write, limits=limits
         )
         return SeedOutcome(source, directory=report)
     if not source.is_file():
@@ -305,7 +288,7 @@ def seed_at_startup(
     *,
     max_faces_per_space: int,
     on_write: OnWrite | None,
-    limits: SeedLimits | None = None,
+    limits: SeedLimits,
 ) -> SeedOutcome:
     """``SMARTY_SEED``: seed before the server reports ready. With several workers (or replicas sharing a
     database), the first one seeds and the others, waiting on the store's ``seed`` lock, find everything there."""

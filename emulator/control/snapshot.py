@@ -51,6 +51,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from emulator.control import admin
 from emulator.persons.types import MAX_SPACE, ClientId, SpaceKey, space_out_of_range
 from emulator.settings import SETTINGS_BY_NAME, Settings
 from emulator.store.records import EMBEDDING_DIM, OnWrite, Store
@@ -206,17 +207,17 @@ def dumps(snapshot: Snapshot, *, compress: bool = False) -> bytes:
 # --- reading ---------------------------------------------------------------------------
 
 
-def read_bounded(chunks: Iterable[bytes], limits: SnapshotLimits) -> bytes:
+def read_bounded(chunks: Iterable[bytes], limits: SnapshotLimits) -> bytearray:
     """Join ``chunks`` (a file or an upload as it streams in), refusing once more than ``max_bytes`` arrived."""
     buffer = bytearray()
     for chunk in chunks:
         buffer += chunk
         if len(buffer) > limits.max_bytes:
             raise limits.too_large("it holds more")
-    return bytes(buffer)
+    return buffer
 
 
-def read_file(handle: BinaryIO, limits: SnapshotLimits) -> bytes:
+def read_file(handle: BinaryIO, limits: SnapshotLimits) -> bytearray:
     """A snapshot file's bytes (``handle`` opened in binary mode, or standard input), within ``max_bytes``: a
     regular file is refused from its size, a pipe while it is read."""
     size = 0
@@ -228,7 +229,7 @@ def read_file(handle: BinaryIO, limits: SnapshotLimits) -> bytes:
     return read_bounded(iter(lambda: handle.read(_CHUNK), b""), limits)
 
 
-def _inflated_size(data: bytes, limit: int) -> int:
+def _inflated_size(data: bytes | bytearray, limit: int) -> int:
     """The size of gzip ``data`` once inflated (every member), inflating in small chunks and keeping nothing;
     raises :class:`SnapshotTooLarge` as soon as it passes ``limit``, :class:`SnapshotError` if it is broken."""
     total, rest = 0, data
@@ -250,7 +251,7 @@ def _inflated_size(data: bytes, limit: int) -> int:
     return total
 
 
-def inflate(data: bytes, limits: SnapshotLimits) -> bytes:
+def inflate(data: bytes | bytearray, limits: SnapshotLimits) -> bytes | bytearray:
     """Plain JSON as it is; gzip data inflated once it is known to fit ``max_bytes`` (a bomb is never inflated)."""
     if data[:2] != b"\x1f\x8b":
         if len(data) > limits.max_bytes:
@@ -271,7 +272,7 @@ def inflate(data: bytes, limits: SnapshotLimits) -> bytes:
     return inflated
 
 
-def count_values(text: bytes, limits: SnapshotLimits) -> None:
+def count_values(text: bytes | bytearray, limits: SnapshotLimits) -> None:
     """Refuse JSON with more values than ``max_faces`` faces need, before it is parsed (C-speed byte counts; those
     inside strings count too, which only errs on the safe side)."""
     values = text.count(b",") + text.count(b"{") + text.count(b"[")
@@ -283,7 +284,7 @@ def count_values(text: bytes, limits: SnapshotLimits) -> None:
         )
 
 
-def loads(data: bytes, limits: SnapshotLimits | None = None) -> Snapshot:
+def loads(data: bytes | bytearray, limits: SnapshotLimits | None = None) -> Snapshot:
     """Parse and validate a snapshot file (plain or gzip-compressed JSON) within ``limits`` (default: the
     settings' defaults)."""
     limits = limits or SnapshotLimits.defaults()
@@ -409,13 +410,8 @@ def restore(
                 )
     loaded = {s.key for s in snapshot.spaces}
     if mode == "replace":
-        for key in store.space_keys(snapshot.scope.client, snapshot.scope.space):
-            if key not in loaded:
-                with store.write(key) as writer:
-                    writer.truncate()
-                if on_write is not None:
-                    on_write(writer.delta)
-                report.spaces_emptied += 1
+        emptied = admin.reset(store, snapshot.scope.client, snapshot.scope.space, on_write, keep=loaded)
+        report.spaces_emptied = len(emptied)
     for space in snapshot.spaces:
         with store.write(space.key) as writer:
             if mode == "replace":

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emulator.face.cache import FaceCache, image_key
-from emulator.face.decode import ImageError, check_dimensions
+from emulator.face.decode import ImageError
 from emulator.face.engine import Face, FaceEngine
 from emulator.face.parallel_scan import available_cores
 from emulator.face.pool import AnalyzePool
@@ -45,6 +45,7 @@ from emulator.persons import errors
 from emulator.persons.attributes import synthetic_attributes
 from emulator.persons.errors import ObjectError
 from emulator.persons.index import IndexCache, SpaceIndex
+from emulator.persons.limits import ImageLimits, refusal
 from emulator.persons.types import (
     ClientId,
     DeleteRequest,
@@ -118,22 +119,9 @@ class PersonsService:
 
     def _refused(self, image: ImageInput) -> Analysis | None:
         """The error for an image refused by the live limits (before any cache or worker sees it), else None."""
-        if image.data is None:
-            limit = self.settings.max_image_bytes
-            return Analysis(
-                image, error=ObjectError(f"image is too large: {image.size} bytes, the limit is {limit} bytes")
-            )
-        try:
-            live = self.settings  # pixel limits may change at run time: checked here, from the header only
-            check_dimensions(
-                image.data,
-                max_width=live.max_image_width,
-                max_height=live.max_image_height,
-                min_side=live.min_image_side,
-            )
-        except ImageError as exc:
-            return Analysis(image, error=ObjectError(exc.message))
-        return None
+        # The limits may change at run time: checked here, the pixel bounds from the header only.
+        refused = refusal(image.data, image.size, ImageLimits.from_settings(self.settings))
+        return None if refused is None else Analysis(image, error=ObjectError(refused))
 
     def _analyze_one(self, image: ImageInput) -> Analysis:
         refused = self._refused(image)

@@ -6,12 +6,18 @@ import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from emulator.control.faults import SPEC_FIELDS, FaultInjector, FaultRule
+from emulator.control.state import SharedState, SqliteSharedState
+from emulator.control.state_postgres import PostgresSharedState
 from emulator.face.engine import DlibEngine
+from emulator.settings import Settings
+from emulator.store.postgres import Database
 from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.emulator_server import EmulatorServer, fixture
 
@@ -153,6 +159,86 @@ def test_uniform_latency_is_within_bounds(fault_server: EmulatorServer) -> None:
     durations = [e["duration_ms"] for e in fault_server.http.get("/emulator/requests").json()["requests"]]
     assert len(durations) == 3
     assert all(d >= 49 for d in durations), durations  # a sleep never ends early (1 ms clock slack)
+
+
+@pytest.fixture
+def injector(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[FaultInjector, list[str]]]:
+    """An injector over a fresh shared state of the backend, and the list of its write transactions over the rules."""
+    shared: SharedState
+    if backend.cluster is None:
+        shared = SqliteSharedState(tmp_path, "run")
+    else:
+        settings = Settings.from_sources({}, {"data_dir": tmp_path, **backend.settings()})
+        shared = PostgresSharedState(Database.from_settings(settings))
+    shared.open()
+    writes: list[str] = []
+    update_rules = shared.update_rules
+
+    def counted(*args: Any) -> Any:
+        writes.append("update_rules")
+        return update_rules(*args)
+
+    monkeypatch.setattr(shared, "update_rules", counted)
+    yield FaultInjector(shared), writes
+    shared.close()
+
+
+def test_uniform_latency_delays_are_the_rules_seeded_draws(injector: tuple[FaultInjector, list[str]]) -> None:
+    faults, _ = injector
+    rule = {"kind": "latency", "method": "truncate", "latency_ms": 50, "latency_max_ms": 120, "seed": 3}
+    faults.add(FaultRule.from_json(rule))
+    draws = random.Random(3)  # the rule's generator: one draw per delay, in the order requests take them
+    delays = []
+    for _ in range(5):
+        expected = (50 + (120 - 50) * draws.random()) / 1000
+        delay = faults.plan("truncate", 0, None).delay_s
+        assert delay == expected
+        delays.append(delay)
+        assert faults.plan("recognize", 0, ["f"]).delay_s == 0.0  # not matched: takes no draw
+    assert all(0.05 <= d <= 0.12 for d in delays) and len(set(delays)) == 5, delays
+    assert [(r.matched, r.fired, r.draws) for r in faults.rules()] == [(5, 5, 5)]
+
+
+def test_a_request_no_rule_matches_takes_no_write_transaction(injector: tuple[FaultInjector, list[str]]) -> None:
+    faults, writes = injector
+    assert faults.plan("set", 0, ["a"]).fired == [] and writes == []  # no rules
+    faults.add(FaultRule.from_json({"kind": "http_503", "method": "truncate", "space": 4, "times": 1}))
+    faults.add(FaultRule.from_json({"kind": "object_permanent", "method": "set", "image": "b*"}))
+    for method, space, names in (("truncate", 3, None), ("delete", 4, ["x"]), ("set", 4, ["a", "c"]), ("set", 4, None)):
+        assert faults.plan(method, space, names).fired == []
+    assert writes == [] and faults.active
+    assert [r.matched for r in faults.rules()] == [0, 0]
+    assert faults.plan("truncate", 4, None).fired == ["http_503#1"]
+    assert faults.plan("truncate", 4, None).fired == []  # matched (and counted) again, but used up
+    assert faults.plan("set", 0, ["a", "bob"]).objects.keys() == {"bob"}
+    assert writes == ["update_rules"] * 3
+    assert [(r.matched, r.fired) for r in faults.rules()] == [(2, 1), (1, 1)]
+    faults.clear()
+    assert faults.plan("truncate", 4, None).fired == [] and writes == ["update_rules"] * 3 and not faults.active
+
+
+def test_a_rules_spec_is_every_field_but_its_id_and_counters() -> None:
+    assert SPEC_FIELDS == (
+        "kind",
+        "method",
+        "space",
+        "image",
+        "times",
+        "probability",
+        "seed",
+        "latency_ms",
+        "latency_max_ms",
+        "body",
+        "message",
+    )
+    rule = FaultRule.from_json({"kind": "latency", "method": "set", "latency_ms": 5, "latency_max_ms": 9, "seed": 2})
+    rule.id, rule.matched, rule.fired, rule.draws = 7, 3, 2, 1
+    assert tuple(rule.spec()) == SPEC_FIELDS
+    assert FaultRule.from_json(rule.spec()).spec() == rule.spec()
+    with pytest.raises(ValueError, match="unknown field"):
+        FaultRule.from_json({**rule.spec(), "fired": 1})
 
 
 def test_faulted_objects_are_not_stored_and_keep_meta_order(fault_server: EmulatorServer, space: int) -> None:
