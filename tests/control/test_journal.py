@@ -4,11 +4,18 @@ the live settings can be read and changed through the admin API."""
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from emulator.control.journal import Journal
+from emulator.control.state import SqliteSharedState
 from emulator.face.engine import DlibEngine
+from emulator.ops.observe import RequestRecord
+from emulator.store.records import StoreError
 from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.emulator_server import EmulatorServer, fixture
 
@@ -155,3 +162,24 @@ def test_admin_routes_are_guarded(
         assert ok.status_code == 200
     finally:
         running.stop()
+
+
+def test_a_broken_testing_aid_database_is_a_store_error_and_the_journal_outlives_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite's errors in the shared state are StoreErrors naming the file, as PostgreSQL's are (admin calls then
+    answer the storage error's envelope); a journal write that fails never fails the request it records."""
+    shared = SqliteSharedState(tmp_path, "run")
+    shared.open()
+    try:
+        with sqlite3.connect(shared.path) as conn:  # another process broke the file's tables
+            conn.execute("DROP TABLE journal")
+            conn.execute("DROP TABLE fault_rules")
+        with pytest.raises(StoreError, match=str(shared.path)):
+            shared.rules()
+        with pytest.raises(StoreError, match=str(shared.path)):
+            shared.journal_append(time.time(), "set", 1, "{}", 10)
+        Journal(shared, 10)(RequestRecord(method="set", client="c", started_at=time.time(), space=1))
+        assert "requests are not journaled until this is resolved" in caplog.text
+    finally:
+        shared.close()
