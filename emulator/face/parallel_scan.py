@@ -21,6 +21,8 @@ scan becomes levels 0-1 and 2 onwards: ~45 % and ~55 % of the work (one more lev
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -110,15 +112,26 @@ def split_levels(areas: Sequence[int], parts: int) -> list[tuple[int, int]]:
     of every level before it, ``RESIZE_COST`` per pixel) and then resizes its own later levels; every other range
     scans its levels one call each, on images that the last range's resizes make; each call adds an overhead.
     """
+    return list(_split_levels(tuple(areas), min(parts, len(areas))))  # a range holds one level at least
+
+
+@functools.lru_cache(maxsize=256)
+def _split_levels(areas: tuple[int, ...], parts: int) -> tuple[tuple[int, int], ...]:
+    """:func:`split_levels`, remembered per pyramid shape (photos of one camera share it): the search below is
+    O(parts x levels^2), which holds the GIL for milliseconds on hosts with many cores."""
     count = len(areas)
     if count <= 1 or parts <= 1 or sum(areas) < MIN_CUT_PIXELS:
-        return [(0, count)]
+        return ((0, count),)
+    total = [0, *itertools.accumulate(areas)]  # total[k]: the pixels of levels [0, k)
+
+    def pixels(a: int, b: int) -> int:
+        return total[b] - total[a]
 
     def cost(a: int, b: int) -> float:
-        ready = RESIZE_COST * sum(areas[1 : a + 1])  # before level a's image exists
+        ready = RESIZE_COST * pixels(1, a + 1)  # before level a's image exists
         if b == count:
-            return ready + sum(areas[a:]) + RESIZE_COST * sum(areas[a + 1 :]) + PART_OVERHEAD
-        return ready + sum(areas[a:b]) + PART_OVERHEAD * (b - a)
+            return ready + pixels(a, count) + RESIZE_COST * pixels(a + 1, count) + PART_OVERHEAD
+        return ready + pixels(a, b) + PART_OVERHEAD * (b - a)
 
     # best[p][a]: (latest finish, ranges) covering [a, count) with at most p ranges
     best: list[dict[int, tuple[float, list[tuple[int, int]]]]] = [{} for _ in range(parts + 1)]
@@ -127,12 +140,12 @@ def split_levels(areas: Sequence[int], parts: int) -> list[tuple[int, int]]:
         for p in range(2, parts + 1):
             options = [best[p - 1][a]]
             for b in range(a + 1, count):
-                if sum(areas[a:b]) < MIN_PART_PIXELS:
+                if pixels(a, b) < MIN_PART_PIXELS:
                     continue
                 finish, rest = best[p - 1][b]
                 options.append((max(cost(a, b), finish), [(a, b), *rest]))
             best[p][a] = min(options, key=lambda option: (option[0], len(option[1])))
-    return best[parts][0][1]
+    return tuple(best[parts][0][1])
 
 
 def plan_parts(pyramid: Pyramid, threads: int) -> list[tuple[int, int]]:
