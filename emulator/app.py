@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from emulator.api.middleware import OverloadMiddleware, SharedStateSyncMiddleware, keep_raw_send
 from emulator.api.oauth_route import build_oauth_router
 from emulator.api.routes import build_router
+from emulator.control.faults import FaultHook
 from emulator.control.routes import build_admin_router, build_testing_router
 from emulator.control.ui import build_login_router, build_ui_router
 from emulator.face.engine import DlibEngine, FaceEngine
@@ -23,6 +24,7 @@ from emulator.ops.datadir import DataDirError
 from emulator.ops.health import build_health_router
 from emulator.ops.memory import enable_trimming
 from emulator.ops.metrics import Metrics, build_metrics_router
+from emulator.persons.hooks import Hook
 from emulator.runtime import Runtime
 from emulator.settings import Settings
 from emulator.store import Store, store_from_settings
@@ -59,7 +61,9 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app = FastAPI(title="smarty-emulator", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime
     app.state.metrics = metrics
-    app.include_router(build_router(runtime))
+    # The persons request's hook chain, outermost first (emulator/persons/hooks.py); the service call ends it.
+    hooks: list[Hook] = [FaultHook(runtime.faults)]
+    app.include_router(build_router(runtime, hooks))
     app.include_router(build_oauth_router(runtime))
     app.include_router(build_testing_router(runtime))
     keep_raw_send(app)  # lets the "drop" fault close a connection without a response

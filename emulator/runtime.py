@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -27,6 +28,8 @@ from emulator.store.records import Store, StoreError
 from emulator.store.watch import WatchedStore
 
 STARTUP_STEPS = ("store", "models", "warm-up")
+READY_WAIT_SECONDS = 60.0  # how long a request that arrives during the warm-up waits for it
+_READY_POLL_SECONDS = 0.02
 STORE_RETRY_SECONDS = (0.5, 10.0)  # PostgreSQL unreachable at start: first and longest wait between attempts
 
 log = logging.getLogger("emulator.runtime")
@@ -110,6 +113,17 @@ class Runtime:
         if self.startup_error:
             report["error"] = self.startup_error
         return report
+
+    async def wait_until_ready(self, timeout: float = READY_WAIT_SECONDS) -> bool:
+        """Wait (without holding a thread) until ready: True, or False after ``timeout`` or as soon as the startup
+        failed. The store and models come up in the background at startup; a request that arrives before waits for
+        them instead of failing. Each caller answers False in its own words."""
+        deadline = time.monotonic() + timeout
+        while not self.ready.is_set():
+            if self.startup_error or time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_READY_POLL_SECONDS)
+        return True
 
     @property
     def state_is_remote(self) -> bool:

@@ -12,37 +12,14 @@ own), and the whole body is refused once it passes ``max_body_bytes``.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from emulator.persons.errors import BadRequest
-
-
-@dataclass
-class Part:
-    name: str
-    filename: str | None
-    size: int = 0
-    chunks: list[bytes] = field(default_factory=list)
-    overflow: bool = False  # more than max_part_bytes: bytes dropped, size still counted
-
-    @property
-    def data(self) -> bytes | None:
-        return None if self.overflow else b"".join(self.chunks)
-
-    @functools.cached_property
-    def sha256(self) -> str | None:
-        """Hex SHA-256 of the part's bytes (``None`` past the size limit): computed once per request, then
-        shared by the journal, the face cache key and the stored face's metadata."""
-        data = self.data
-        return hashlib.sha256(data).hexdigest() if data is not None else None
-
+from emulator.persons.request import Part
 
 MAX_BOUNDARY_LENGTH = 70  # RFC 2046
 MAX_PART_HEADERS = 32

@@ -1,26 +1,22 @@
-"""From named multipart parts to the typed requests of the four methods."""
+"""From a parsed persons request (meta decoded once) to the typed requests of the four methods.
+
+Images in the request's ``skip`` are validated with the rest of the request but left out of the typed request (a
+hook answers for them, e.g. an injected per-object fault: see emulator/control/faults.py), so that nothing is stored
+or matched for them.
+"""
 
 from __future__ import annotations
 
-from emulator.api.meta import RawImage, RawMeta, decode_meta, validate_images, validate_searcher, validate_space
-from emulator.api.multipart import Part
+from collections.abc import Mapping
+
 from emulator.persons import errors
 from emulator.persons.errors import BadRequest
+from emulator.persons.meta import RawImage, validate_images, validate_searcher, validate_space
+from emulator.persons.request import Part, PersonsRequest
 from emulator.persons.types import DeleteRequest, ImageInput, RecognizeRequest, SetRequest, TruncateRequest
-from emulator.settings import Settings
 
 
-def _meta(parts: dict[str, Part], settings: Settings) -> RawMeta:
-    """Decode meta; it is bounded by the per-part limit (``max_image_bytes``), as every part is."""
-    part = parts.get("meta")
-    if part is not None and part.overflow:
-        raise BadRequest(
-            f"could not parse meta: meta is {part.size} bytes, the limit is {settings.max_image_bytes} bytes"
-        )
-    return decode_meta(part.data if part is not None else None)
-
-
-def _images(parts: dict[str, Part], images: list[RawImage]) -> tuple[ImageInput, ...]:
+def _images(parts: Mapping[str, Part], images: list[RawImage], skip: frozenset[str]) -> tuple[ImageInput, ...]:
     out = []
     for image in images:
         part = parts.get(image.name)
@@ -28,61 +24,40 @@ def _images(parts: dict[str, Part], images: list[RawImage]) -> tuple[ImageInput,
             raise BadRequest(errors.no_such_image(image.name))
         if part.size == 0:
             raise BadRequest(errors.EMPTY_IMAGE)
-        out.append(ImageInput(image.name, part.data, part.size, image.person_id or None, part.sha256))
+        if image.name not in skip:
+            out.append(ImageInput(image.name, part.data, part.size, image.person_id or None, part.sha256))
     return tuple(out)
 
 
-def image_names(parts: dict[str, Part]) -> list[str] | None:
-    """Meta's image names, or ``None`` unless meta decodes and names a valid space (for per-object faults, which
-    apply only to requests the service would accept as a whole)."""
-    part = parts.get("meta")
-    if part is None or part.data is None:
-        return None
-    try:
-        meta = decode_meta(part.data)
-        validate_space(meta)
-    except BadRequest:
-        return None
-    return [image.name for image in meta.images or []]
-
-
-def _kept(images: tuple[ImageInput, ...], skip: frozenset[str]) -> tuple[ImageInput, ...]:
-    return tuple(image for image in images if image.name not in skip) if skip else images
-
-
-# ``skip``: names of images validated with the rest of the request but left out of it (an injected per-object
-# fault answers for them; see emulator/control/faults.py), so that nothing is stored or matched for them.
-
-
-def set_request(parts: dict[str, Part], settings: Settings, skip: frozenset[str] = frozenset()) -> SetRequest:
-    meta = _meta(parts, settings)
+def set_request(request: PersonsRequest) -> SetRequest:
+    meta = request.meta.value()
     space = validate_space(meta)
-    images = validate_images(meta, max_images=settings.max_images, need_person_id=True)
-    return SetRequest(space, _kept(_images(parts, images), skip))
+    images = validate_images(meta, max_images=request.settings.max_images, need_person_id=True)
+    return SetRequest(space, _images(request.parts, images, request.skip))
 
 
-def recognize_request(
-    parts: dict[str, Part], settings: Settings, skip: frozenset[str] = frozenset()
-) -> RecognizeRequest:
-    meta = _meta(parts, settings)
+def recognize_request(request: PersonsRequest) -> RecognizeRequest:
+    meta = request.meta.value()
     space = validate_space(meta)
-    images = validate_images(meta, max_images=settings.max_images, need_person_id=False)
+    images = validate_images(meta, max_images=request.settings.max_images, need_person_id=False)
     searcher = validate_searcher(meta)
     return RecognizeRequest(
         space,
-        _kept(_images(parts, images), skip),
+        _images(request.parts, images, request.skip),
         create_new=meta.create_new,
         update_embedding=meta.update_embedding,
         searcher=searcher,
     )
 
 
-def delete_request(parts: dict[str, Part], settings: Settings, skip: frozenset[str] = frozenset()) -> DeleteRequest:
-    meta = _meta(parts, settings)
+def delete_request(request: PersonsRequest) -> DeleteRequest:
+    meta = request.meta.value()
     space = validate_space(meta)
-    images = validate_images(meta, max_images=settings.max_images, need_person_id=True)
-    return DeleteRequest(space, tuple((image.name, image.person_id) for image in images if image.name not in skip))
+    images = validate_images(meta, max_images=request.settings.max_images, need_person_id=True)
+    return DeleteRequest(
+        space, tuple((image.name, image.person_id) for image in images if image.name not in request.skip)
+    )
 
 
-def truncate_request(parts: dict[str, Part], settings: Settings, skip: frozenset[str] = frozenset()) -> TruncateRequest:
-    return TruncateRequest(validate_space(_meta(parts, settings)))
+def truncate_request(request: PersonsRequest) -> TruncateRequest:
+    return TruncateRequest(validate_space(request.meta.value()))

@@ -1,5 +1,4 @@
-"""Who may use the admin API and page under ``/emulator/`` (not part of the real service), and the one wait for
-readiness that persons requests and admin calls share.
+"""Who may use the admin API and page under ``/emulator/`` (not part of the real service).
 
 ``off``: nobody. ``loopback``: clients on a loopback address, and only while the server
 listens on a loopback address (never open on a public bind). ``token``: anyone with
@@ -9,30 +8,14 @@ listens on a loopback address (never open on a public bind). ``token``: anyone w
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import ipaddress
-import time
 
 from fastapi import HTTPException, Request
 
 from emulator.runtime import Runtime
 
 ADMIN_COOKIE = "smarty_admin"
-READY_WAIT_SECONDS = 60.0  # how long a request that arrives during the warm-up waits for it
-_POLL_SECONDS = 0.02
-
-
-async def wait_until_ready(runtime: Runtime, timeout: float = READY_WAIT_SECONDS) -> bool:
-    """Wait (without holding a thread) until the runtime is ready: True, or False after ``timeout`` or as soon as
-    the startup failed. The store and models come up in the background at startup; a request that arrives before
-    waits for them instead of failing. Each caller answers False in its own words."""
-    deadline = time.monotonic() + timeout
-    while not runtime.ready.is_set():
-        if runtime.startup_error or time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(_POLL_SECONDS)
-    return True
 
 
 def is_loopback(host: str | None) -> bool:

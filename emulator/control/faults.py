@@ -25,12 +25,13 @@ process of a server applies the same rules: a request that a rule matches takes 
 and a rule's draws form one sequence of its ``random.Random(seed)`` in the order requests took them (each process
 keeps a generator per rule and moves it forward to the shared draw counter).
 
-The hook (:func:`run_with_faults`) applies the rules to a persons request around the service call. It decides
-before the service runs, so that a faulted request stores nothing: a request-level fault skips the service
-entirely, and images with a per-object fault are left out of the typed request (validated with the rest of it,
-then skipped: see ``skip`` in :mod:`emulator.api.requests`), their objects put back in meta's order afterwards.
-Nothing here knows HTTP: a fault that is not an envelope comes back as :class:`FaultResponse`, which the persons
-routes turn into the response (or the dropped connection).
+:class:`FaultHook` applies the rules to a persons request as one link of the request's hook chain
+(:mod:`emulator.persons.hooks`). It decides before the service runs, so that a faulted request stores nothing: a
+request-level fault answers without passing the request on, and images with a per-object fault are left out of the
+request passed on (validated with the rest of it, then skipped: see ``skip`` in
+:class:`emulator.persons.request.PersonsRequest`), their objects put back in meta's order afterwards. Nothing here
+knows HTTP: a fault that is not an envelope is a :class:`emulator.persons.hooks.Verbatim` answer (or a dropped
+connection), which the persons routes send.
 """
 
 from __future__ import annotations
@@ -43,13 +44,14 @@ import functools
 import json
 import random
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.control.state import SharedState, StoredRule
-from emulator.ops.observe import RequestRecord
 from emulator.persons.errors import INTERNAL_ERROR, InternalError
+from emulator.persons.hooks import Answer, Next, Success, Verbatim
+from emulator.persons.request import PersonsRequest
 from emulator.persons.types import MAX_SPACE
 
 OBJECT_KINDS = ("object_temporary", "object_permanent")
@@ -357,52 +359,52 @@ def _gateway_page(status: int) -> bytes:
     ).encode()
 
 
-class FaultResponse(Exception):
-    """A request-level fault that is not an envelope: an HTTP 502/503/504 (``status``, ``content``), or a dropped
-    connection (``drop``)."""
-
-    def __init__(self, rule: FaultRule) -> None:
-        super().__init__(rule.kind)
-        self.drop = rule.kind == "drop"
-        self.status = 0 if self.drop else int(rule.kind.removeprefix("http_"))
-        self.content = b"" if self.drop or rule.body == "empty" else _gateway_page(self.status)
-
-    @property
-    def text(self) -> str:
-        return "connection dropped" if self.drop else self.content.decode()
+def _http_fault(rule: FaultRule) -> Verbatim:
+    """An injected HTTP 502/503/504 (with nginx's page, or empty), or a dropped connection."""
+    if rule.kind == "drop":
+        return Verbatim(drop=True)
+    status = int(rule.kind.removeprefix("http_"))
+    if rule.body == "empty":
+        return Verbatim(status)
+    return Verbatim(status, _gateway_page(status), "text/html")
 
 
-Call = Callable[[frozenset[str]], Awaitable[dict[str, Any]]]
+class FaultHook:
+    """The link of the persons request chain that applies the fault rules (installed by the app factory).
 
+    Decides before the service runs, so that a faulted request stores nothing: a request-level fault answers
+    without passing the request on, and images with a per-object fault are left out of the request passed on
+    (validated with the rest of it), their objects put back in meta's order afterwards."""
 
-async def run_with_faults(
-    faults: FaultInjector, record: RequestRecord, image_names: Callable[[], list[str] | None], call: Call
-) -> Any:
-    """Run ``call`` (the handler, told which images to leave out) under the faults that fire for this request;
-    the envelope body. ``image_names`` gives meta's image names, or ``None`` unless meta decodes and names a valid
-    space (per-object faults apply only to requests the service would accept as a whole)."""
-    if not faults.active:  # the usual case: no rules, no extra work
-        return await call(frozenset())
-    names = image_names()
-    # In a worker thread: the rules are read from the shared state, and taken in a write transaction when one
-    # matches (over the network with PostgreSQL), which must not hold up the event loop.
-    plan: FaultPlan = await asyncio.to_thread(faults.plan, record.method, record.space, names)
-    record.faults = plan.fired
-    if plan.delay_s:
-        await asyncio.sleep(plan.delay_s)
-    if plan.abort is not None:
-        if plan.abort.kind == "envelope_500":
-            raise InternalError(INTERNAL_ERROR)
-        raise FaultResponse(plan.abort)
-    if not plan.objects or names is None:
-        return await call(frozenset())
-    body = await call(frozenset(plan.objects))
-    served = iter(body.get("objects", []))
-    merged = []
-    for name in names:
-        fault = plan.objects.get(name)
-        if fault is None:
-            merged.append(next(served))
-        else:
-            merged.append({"status": fault.status, "error": fault.error, "name": name})
-    return {**body, "objects": merged}
+    def __init__(self, faults: FaultInjector) -> None:
+        self.faults = faults
+
+    async def __call__(self, request: PersonsRequest, call_next: Next) -> Answer:
+        if not self.faults.active:  # the usual case: no rules, no extra work
+            return await call_next(request)
+        names = request.meta.image_names()  # None: per-object faults and image globs do not apply
+        record = request.record
+        # In a worker thread: the rules are read from the shared state, and taken in a write transaction when one
+        # matches (over the network with PostgreSQL), which must not hold up the event loop.
+        plan: FaultPlan = await asyncio.to_thread(self.faults.plan, request.method, record.space, names)
+        record.faults = plan.fired
+        if plan.delay_s:
+            await asyncio.sleep(plan.delay_s)
+        if plan.abort is not None:
+            if plan.abort.kind == "envelope_500":
+                raise InternalError(INTERNAL_ERROR)
+            return _http_fault(plan.abort)
+        if not plan.objects or names is None:
+            return await call_next(request)
+        answer = await call_next(request.without(frozenset(plan.objects)))
+        if not isinstance(answer, Success):
+            return answer
+        served = iter(answer.body.get("objects", []))
+        merged = []
+        for name in names:
+            fault = plan.objects.get(name)
+            if fault is None:
+                merged.append(next(served))
+            else:
+                merged.append({"status": fault.status, "error": fault.error, "name": name})
+        return Success({**answer.body, "objects": merged})

@@ -32,7 +32,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from emulator.control import admin, snapshot
-from emulator.control.access import check_admin, wait_until_ready
+from emulator.control.access import check_admin
 from emulator.control.faults import METHODS, FaultRule, FaultRuleError
 from emulator.persons.types import MAX_SPACE, ClientId, SpaceKey, space_out_of_range
 from emulator.runtime import Runtime
@@ -49,7 +49,7 @@ def _worker_header(response: Response) -> None:
 
 async def _ready(request: Request) -> None:
     """The store opens in the background at startup: wait for it (503 if it never comes)."""
-    if not await wait_until_ready(request.app.state.runtime):
+    if not await request.app.state.runtime.wait_until_ready():
         raise HTTPException(status_code=503, detail="the emulator is not ready (see GET /emulator/ready)")
 
 

@@ -8,7 +8,7 @@ of the process that answers (with several workers, each reports its own).
 ``GET /emulator/ready``: 200 once the store is open and migrated, the models are loaded and one detection has run;
 until then 503 with what is still missing (and the startup error, if the warm-up failed, e.g. a read-only data
 directory or a database file that is not the emulator's, naming it; see :meth:`emulator.runtime.Runtime.readiness`).
-Persons requests that arrive before that wait for readiness (:func:`emulator.control.access.wait_until_ready`)
+Persons requests that arrive before that wait for readiness (:meth:`emulator.runtime.Runtime.wait_until_ready`)
 instead of failing.
 """
 
