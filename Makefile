@@ -6,6 +6,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 IN_CI := $(filter 1 true yes True Yes TRUE YES,$(CI))
+# The suite on every core: a test module (one per backend) is one unit of a worker, heaviest units first
+# (tests/conftest.py). PARALLEL= runs it in one process.
+PARALLEL ?= -n auto --dist loadgroup --no-loadscope-reorder
 
 .PHONY: run test test-arm64 lint chromium postgresql container-tools arm64-tools bench soak
 
@@ -22,7 +25,7 @@ run: $(BIN)/python
 test: $(BIN)/python chromium postgresql container-tools $(if $(IN_CI),arm64-tools)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 
 # The linux/arm64 image under QEMU (tests marked arm64): about 8 min the first time on a machine, 2-3 after.
 test-arm64: $(BIN)/python container-tools arm64-tools

@@ -73,14 +73,43 @@ def server(
     running.stop()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``soak`` run only when ``-m`` names them (``make soak``), never in ``make test``."""
-    if "soak" in (config.getoption("markexpr") or ""):
-        return
-    soak = [item for item in items if item.get_closest_marker("soak")]
-    if soak:
-        config.hook.pytest_deselected(items=soak)
-        items[:] = [item for item in items if not item.get_closest_marker("soak")]
+    """Tests marked ``soak`` run only when ``-m`` names them (``make soak``), never in ``make test``. Every test
+    gets its :func:`parallel_group`, and the groups are ordered heaviest first (see :func:`group_weight`)."""
+    if "soak" not in (config.getoption("markexpr") or ""):
+        soak = [item for item in items if item.get_closest_marker("soak")]
+        if soak:
+            config.hook.pytest_deselected(items=soak)
+            items[:] = [item for item in items if not item.get_closest_marker("soak")]
+    weights: dict[str, int] = {}
+    for item in items:
+        group = parallel_group(item)
+        item.add_marker(pytest.mark.xdist_group(group))
+        weights[group] = max(weights.get(group, 0), group_weight(item))
+    # A stable sort: within a group (and among groups of one weight) the collection order stays.
+    items.sort(key=lambda item: -weights[parallel_group(item)])
+
+
+def parallel_group(item: pytest.Item) -> str:
+    """The unit that one pytest-xdist worker runs whole (``make test`` runs ``-n auto --dist loadgroup``): a test
+    module, so that its module-scoped servers start once; a module run on several backends is one unit per backend.
+    The tests marked ``container`` are two units (the image built once per unit; arm64 under emulation apart)."""
+    path = item.nodeid.split("::")[0]
+    if item.get_closest_marker("container"):
+        return "container-arm64" if item.get_closest_marker("arm64") else "container"
+    callspec = getattr(item, "callspec", None)
+    backend = callspec.params.get("backend") if callspec is not None else None
+    return f"{path}[{backend}]" if backend else path
+
+
+def group_weight(item: pytest.Item) -> int:
+    """Longest first, so that no long unit starts last: the container units, then the ``slow`` ones."""
+    if item.get_closest_marker("arm64"):
+        return 3
+    if item.get_closest_marker("container"):
+        return 2
+    return 1 if item.get_closest_marker("slow") else 0
 
 
 _space_counter = iter(range(10**9))

@@ -217,7 +217,7 @@ def test_build_makes_an_sdist_and_a_wheel_that_twine_accepts(dist: dict[str, Pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source", ["tree", "wheel"])
+@pytest.mark.parametrize("source", [pytest.param("tree", marks=pytest.mark.container), "wheel"])
 def test_the_image_install_steps_give_a_working_server(
     source: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -225,6 +225,8 @@ def test_the_image_install_steps_give_a_working_server(
     from the source tree as the Dockerfile copies it, and from the wheel of ``python -m build``.
 
     Needs the package registry (or pip's cache); ~20-45 s each, most of it pip. The interpreter is this one, not 3.12.
+    The install from the tree is what the image's builder stage runs, so it goes with the container tests (marked
+    ``container``, run by the same worker as the image's build); the wheel is what users install.
     """
     if source == "tree":
         src = tmp_path / "src"  # what the Dockerfile COPYs
