@@ -1,8 +1,8 @@
 """Shared fixtures: one real dlib engine per test session, real servers on loopback, and the store backend.
 
-A module runs against both backends with ``pytestmark = BOTH_BACKENDS``: its tests run once with SQLite and once
-with PostgreSQL (a real server started once per session, a fresh database per module). Without it, ``backend`` is
-SQLite.
+A module runs against both backends with ``pytestmark = BOTH_BACKENDS`` (a test alone with ``@BOTH_BACKENDS``): its
+tests run once with SQLite and once with PostgreSQL (a real server started once per session, a fresh database per
+module). Without it, ``backend`` is SQLite.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Every status and error text of the contract, each in its own test, over HTTP with the real engine."""
+"""Every status and error text of the contract, each in its own test, over HTTP with the real engine.
+
+The tests of what is stored (set, delete, truncate, spaces, a request that fails whole) run on SQLite and on
+PostgreSQL (``@BOTH_BACKENDS``); auth, meta and image checks answer before the store plays a part, on SQLite."""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ import pytest
 from tests.support.backends import BOTH_BACKENDS
 from tests.support.emulator_server import EmulatorServer, fixture
 
-pytestmark = BOTH_BACKENDS
 OBAMA = fixture("people/obama/obama.jpg")
 
 
@@ -183,6 +185,7 @@ def test_unknown_meta_fields_are_ignored(server: EmulatorServer) -> None:
 # --- images ----------------------------------------------------------------------------------
 
 
+@BOTH_BACKENDS
 @pytest.mark.parametrize("method", ["set", "recognize"])
 def test_empty_image_fails_the_whole_request(server: EmulatorServer, method: str, space: int) -> None:
     meta = {"space": str(space), "images": [{"name": "ok", "person_id": 1}, {"name": "file", "person_id": 2}]}
@@ -191,6 +194,7 @@ def test_empty_image_fails_the_whole_request(server: EmulatorServer, method: str
     assert server.tags(space, "people/obama/obama2.jpg") == ["undefined"]  # nothing stored
 
 
+@BOTH_BACKENDS
 @pytest.mark.parametrize("method", ["set", "recognize"])
 def test_undecodable_image_fails_only_its_object(server: EmulatorServer, method: str, space: int) -> None:
     meta = {"space": str(space), "images": [{"name": "bad", "person_id": 1}, {"name": "good", "person_id": 2}]}
@@ -268,6 +272,7 @@ def test_image_under_the_pixel_minimum(server: EmulatorServer, space: int) -> No
 # --- set -------------------------------------------------------------------------------------
 
 
+@BOTH_BACKENDS
 @pytest.mark.parametrize("photo", ["no-face/rocket.jpg", "groups/two_people.jpg"])
 def test_set_needs_exactly_one_face(server: EmulatorServer, space: int, photo: str) -> None:
     assert server.set(space, 12, photo) == {
@@ -278,6 +283,7 @@ def test_set_needs_exactly_one_face(server: EmulatorServer, space: int, photo: s
     assert server.stored_faces(space) == 0
 
 
+@BOTH_BACKENDS
 def test_set_past_the_space_limit(server: EmulatorServer, space: int) -> None:
     server.configure(max_faces_per_space=1)
     try:
@@ -291,6 +297,7 @@ def test_set_past_the_space_limit(server: EmulatorServer, space: int) -> None:
         server.configure(max_faces_per_space=75000)
 
 
+@BOTH_BACKENDS
 def test_set_many_photos_of_one_person(server: EmulatorServer, space: int) -> None:
     meta = {"space": str(space), "images": [{"name": "a", "person_id": 8}, {"name": "b", "person_id": 8}]}
     body = server.ok("set", meta, [("a", OBAMA), ("b", fixture("people/obama/obama3.jpg"))])
@@ -301,6 +308,7 @@ def test_set_many_photos_of_one_person(server: EmulatorServer, space: int) -> No
 # --- delete and truncate ---------------------------------------------------------------------
 
 
+@BOTH_BACKENDS
 def test_delete_removes_the_person_and_nothing_else(server: EmulatorServer, space: int) -> None:
     server.set(space, 1, "people/obama/obama.jpg")
     server.set(space, 1, "people/obama/obama3.jpg")
@@ -311,17 +319,20 @@ def test_delete_removes_the_person_and_nothing_else(server: EmulatorServer, spac
     assert server.tags(space, "people/biden/biden.jpg", update_embedding=False) == ["person2"]
 
 
+@BOTH_BACKENDS
 def test_delete_of_an_absent_person_is_status_0(server: EmulatorServer, space: int) -> None:
     body = server.ok("delete", {"space": str(space), "images": [{"name": "x", "person_id": 77}]})
     assert body == {"objects": [{"status": 0, "name": "x"}]}
 
 
+@BOTH_BACKENDS
 def test_delete_ignores_image_parts(server: EmulatorServer, space: int) -> None:
     server.set(space, 1, "people/obama/obama.jpg")
     body = server.ok("delete", {"space": str(space), "images": [{"name": "f", "person_id": 1}]}, [("f", b"")])
     assert body == {"objects": [{"status": 0, "name": "f"}]}
 
 
+@BOTH_BACKENDS
 def test_truncate_empties_one_space_and_restarts_ids(server: EmulatorServer) -> None:
     server.ok("truncate", {"space": "3"})
     server.ok("truncate", {"space": "4"})
@@ -333,6 +344,7 @@ def test_truncate_empties_one_space_and_restarts_ids(server: EmulatorServer) -> 
     assert server.tags(3, "people/biden/biden2.jpg", create_new=True) == ["person1"]
 
 
+@BOTH_BACKENDS
 def test_spaces_never_see_each_other(server: EmulatorServer) -> None:
     server.ok("truncate", {"space": "1"})
     server.ok("truncate", {"space": "2"})

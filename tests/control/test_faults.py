@@ -1,4 +1,7 @@
-"""Fault injection: for each kind, a retrying client sees the fault and then succeeds; nothing faulted is stored."""
+"""Fault injection: for each kind, a retrying client sees the fault and then succeeds; nothing faulted is stored.
+
+The rules and their counters live in the shared state, SQLite's or PostgreSQL's: the tests that count, draw or store
+run on both (``@BOTH_BACKENDS``); how a fault is rendered and which rules are refused, on SQLite."""
 
 from __future__ import annotations
 
@@ -20,8 +23,6 @@ from emulator.settings import Settings
 from emulator.store.postgres import Database
 from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.emulator_server import EmulatorServer, fixture
-
-pytestmark = BOTH_BACKENDS
 
 OBAMA = "people/obama/obama.jpg"
 OBAMA_OTHER = "people/obama/obama2.jpg"
@@ -97,6 +98,7 @@ def tags(server: EmulatorServer, space: int, photo: str) -> list[str]:
     return server.tags(space, photo, update_embedding=False)
 
 
+@BOTH_BACKENDS
 @pytest.mark.parametrize(
     ("rule", "seen"),
     [
@@ -142,6 +144,7 @@ def test_envelope_500_shape(fault_server: EmulatorServer) -> None:
     assert response.content == b'{"status":500,"body":"Internal Server Error","htmlencoded":false,"last_modified":0}'
 
 
+@BOTH_BACKENDS
 def test_latency_retried_after_client_timeout(fault_server: EmulatorServer, space: int) -> None:
     add_fault(fault_server, kind="latency", method="recognize", times=1, latency_ms=2000)
     fault_server.set(space, 1, OBAMA)
@@ -185,6 +188,7 @@ def injector(
     shared.close()
 
 
+@BOTH_BACKENDS
 def test_uniform_latency_delays_are_the_rules_seeded_draws(injector: tuple[FaultInjector, list[str]]) -> None:
     faults, _ = injector
     rule = {"kind": "latency", "method": "truncate", "latency_ms": 50, "latency_max_ms": 120, "seed": 3}
@@ -201,6 +205,7 @@ def test_uniform_latency_delays_are_the_rules_seeded_draws(injector: tuple[Fault
     assert [(r.matched, r.fired, r.draws) for r in faults.rules()] == [(5, 5, 5)]
 
 
+@BOTH_BACKENDS
 def test_a_request_no_rule_matches_takes_no_write_transaction(injector: tuple[FaultInjector, list[str]]) -> None:
     faults, writes = injector
     assert faults.plan("set", 0, ["a"]).fired == [] and writes == []  # no rules
@@ -241,6 +246,7 @@ def test_a_rules_spec_is_every_field_but_its_id_and_counters() -> None:
         FaultRule.from_json({**rule.spec(), "fired": 1})
 
 
+@BOTH_BACKENDS
 def test_faulted_objects_are_not_stored_and_keep_meta_order(fault_server: EmulatorServer, space: int) -> None:
     add_fault(fault_server, kind="object_temporary", method="set", image="bid*")
     meta = {
@@ -262,6 +268,7 @@ def test_faulted_objects_are_not_stored_and_keep_meta_order(fault_server: Emulat
     assert tags(fault_server, space, BIDEN) == ["undefined"]  # the faulted image was never stored
 
 
+@BOTH_BACKENDS
 def test_request_level_fault_stores_nothing(fault_server: EmulatorServer, space: int) -> None:
     add_fault(fault_server, kind="envelope_500", method="set", times=1)
     fault_server.call("set", {"space": str(space), "images": [{"name": "f", "person_id": 4}]}, [("f", fixture(BIDEN))])
@@ -274,6 +281,7 @@ def test_request_level_fault_stores_nothing(fault_server: EmulatorServer, space:
     assert tags(fault_server, space, BIDEN) == ["undefined"]
 
 
+@BOTH_BACKENDS
 def test_object_faults_apply_to_requests_the_service_would_accept(fault_server: EmulatorServer, space: int) -> None:
     """A faulted image is validated with the rest: a missing part is still a 400. A recognize whose every image
     is faulted still has the body the settings ask for (``aliases_changed`` in ``always`` mode)."""
@@ -291,6 +299,7 @@ def test_object_faults_apply_to_requests_the_service_would_accept(fault_server: 
     }
 
 
+@BOTH_BACKENDS
 def test_rules_match_by_method_space_and_image(fault_server: EmulatorServer) -> None:
     add_fault(fault_server, kind="http_503", method="truncate", space=4)
     assert fault_server.call("truncate", {"space": "3"}).status_code == 200
@@ -308,6 +317,7 @@ def _sequence(server: EmulatorServer, n: int) -> list[int]:
     return [server.call("truncate", {"space": "0"}).status_code for _ in range(n)]
 
 
+@BOTH_BACKENDS
 def test_probability_rules_repeat_under_the_same_seed(fault_server: EmulatorServer) -> None:
     add_fault(fault_server, kind="http_503", method="truncate", probability=0.4, seed=1234)
     first = _sequence(fault_server, 20)

@@ -15,7 +15,8 @@ from tests.support.postgres import PostgresCluster
 BACKENDS = ("sqlite", "postgres")
 BOTH_BACKENDS = pytest.mark.both_backends
 """``pytestmark = BOTH_BACKENDS``: every test of the module that uses a server or the ``backend`` fixture runs with
-SQLite and with PostgreSQL (``tests/conftest.py`` parametrizes them)."""
+SQLite and with PostgreSQL (``tests/conftest.py`` parametrizes them). ``@BOTH_BACKENDS`` on a test: that test alone
+(where the store matters to some of a module's tests only)."""
 DLIB_DESCRIPTOR = "sqlite-dlib"
 BOTH_EMBEDDERS = pytest.mark.both_embedders
 """``pytestmark = [BOTH_BACKENDS, BOTH_EMBEDDERS]``: the module's server tests also run once more on SQLite with
