@@ -128,6 +128,11 @@ def test_apply_of_a_truncate_keeps_only_what_came_after_it() -> None:
     assert after.max_person_id == 1
 
 
+def test_a_face_added_and_removed_in_one_write_is_not_kept() -> None:
+    after = index_of(BASE).apply(delta(1, [(4, 4, toward(0.4)), (5, 4, toward(0.5))], removed={4}))
+    assert_same_index(after, index_of([*BASE, (5, 4, toward(0.5))], generation=2))
+
+
 # --- IndexCache -------------------------------------------------------------------------------------------------------
 
 

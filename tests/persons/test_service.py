@@ -573,6 +573,24 @@ def test_the_index_follows_every_write_without_reloading(d: Domain, loads: list[
     assert generations == sorted(set(generations))  # every step wrote, and bumped the generation
 
 
+def test_the_index_follows_several_faces_learned_in_one_request(d: Domain) -> None:
+    d.live.change(learned_per_person=1)
+    d.enroll((3, fake(1)))
+    d.service.index.get(d.key())
+    d.recognize(fake("1~0.95~1"), fake("1~0.95~2"))  # the second replaces the first
+    assert [f.kind for f in d.faces(3)] == ["set", "learned"]
+    assert_same_index(d.service.index.get(d.key()), d.fresh_index())
+
+
+def test_a_deleted_person_is_not_matched_by_a_face_it_learned_and_lost(d: Domain) -> None:
+    d.live.change(learned_per_person=1)
+    d.enroll((3, fake(1)))
+    d.service.index.get(d.key())
+    d.recognize(fake("1~0.95~1"), fake("1~0.95~2"))
+    d.delete(3)
+    assert d.one(fake("1~0.95~1")).tag == UNDEFINED
+
+
 def test_a_write_by_another_process_is_seen_on_the_next_request(d: Domain) -> None:
     d.enroll((3, fake(1)))
     assert d.one(fake(2)).tag == UNDEFINED
