@@ -87,11 +87,12 @@ class SpaceIndex:
             keep = ~np.isin(self.face_ids, np.fromiter(delta.removed_face_ids, dtype=np.int64))
         else:
             keep = np.ones(len(self.face_ids), dtype=bool)
-        added_ids = np.array([r.face_id for r in delta.added], dtype=np.int64)
-        added_persons = np.array([r.person_id for r in delta.added], dtype=np.int64)
+        added = [r for r in delta.added if r.face_id not in delta.removed_face_ids]  # not those removed since
+        added_ids = np.array([r.face_id for r in added], dtype=np.int64)
+        added_persons = np.array([r.person_id for r in added], dtype=np.int64)
         added_matrix = (
-            np.stack([r.embedding for r in delta.added]).astype(np.float32)
-            if delta.added
+            np.stack([r.embedding for r in added]).astype(np.float32)
+            if added
             else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
         )
         return SpaceIndex(

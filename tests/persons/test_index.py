@@ -1,0 +1,252 @@
+"""Cosine matching over a space's embeddings (``SpaceIndex``) and the per-process cache that follows the store
+(``IndexCache``), with embeddings made by hand: ``toward(c)`` has cosine similarity ``c`` to the query ``AXIS``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import pytest
+
+from emulator.persons.index import IndexCache, SpaceIndex
+from emulator.store import Store
+from emulator.store.records import EMBEDDING_DIM, ClientId, FaceRow, SpaceData, SpaceKey, WriteDelta
+from tests.support.domain import assert_same_index, open_store
+
+AXIS = np.eye(EMBEDDING_DIM, dtype=np.float32)[0]
+
+
+def toward(similarity: float, side: int = 1) -> np.ndarray:
+    """A unit vector whose cosine similarity to ``AXIS`` is ``similarity``, leaning towards axis ``side``."""
+    vector = np.zeros(EMBEDDING_DIM, dtype=np.float64)
+    vector[0] = similarity
+    vector[side] = np.sqrt(1.0 - similarity**2)
+    return vector.astype(np.float32)
+
+
+def index_of(rows: list[tuple[int, int, np.ndarray]], generation: int = 1) -> SpaceIndex:
+    """An index of ``(face_id, person_id, embedding)`` rows."""
+    if not rows:
+        return SpaceIndex(generation, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, EMBEDDING_DIM)))
+    face_ids, person_ids, embeddings = zip(*rows, strict=True)
+    return SpaceIndex(generation, np.array(face_ids), np.array(person_ids), np.stack(embeddings))
+
+
+def ranking(index: SpaceIndex, min_score: float | None = None) -> list[tuple[int, float]]:
+    found = index.search(AXIS, min_score=min_score)
+    return [(int(p), round(float(s), 5)) for p, s in zip(found.person_ids, found.scores, strict=True)]
+
+
+# --- SpaceIndex -------------------------------------------------------------------------------------------------------
+
+
+def test_an_empty_index_finds_no_one() -> None:
+    empty = index_of([])
+    assert len(empty) == 0 and empty.max_person_id == 0
+    assert empty.unique_person_ids.tolist() == []
+    for min_score in (None, 0.5):
+        found = empty.search(AXIS, min_score=min_score)
+        assert found.best is None and len(found.person_ids) == 0 and len(found.scores) == 0
+
+
+def test_persons_are_ranked_by_cosine_similarity_best_first() -> None:
+    index = index_of([(1, 5, toward(0.2)), (2, 2, toward(0.9, 2)), (3, 9, toward(-0.5)), (4, 7, toward(0.6, 3))])
+    assert ranking(index) == [(2, 0.9), (7, 0.6), (5, 0.2), (9, -0.5)]
+    assert index.search(AXIS).best == (2, pytest.approx(0.9, abs=1e-6))
+
+
+def test_a_person_scores_its_best_embedding() -> None:
+    index = index_of([(1, 4, toward(0.3)), (2, 8, toward(0.9)), (3, 4, toward(0.95, 2)), (4, 4, toward(0.1, 3))])
+    assert ranking(index) == [(4, 0.95), (8, 0.9)]
+
+
+def test_min_score_keeps_the_persons_at_or_above_it() -> None:
+    index = index_of([(1, 5, toward(0.2)), (2, 2, toward(0.9)), (3, 9, toward(-0.5)), (4, 7, toward(0.6))])
+    assert ranking(index, min_score=0.5) == [(2, 0.9), (7, 0.6)]
+    exact = float(index.search(AXIS).scores[1])  # person 7's score as the index computes it
+    assert [p for p, _ in ranking(index, min_score=exact)] == [2, 7]
+
+
+def test_min_score_above_everyone_still_gives_the_best_person() -> None:
+    index = index_of([(1, 5, toward(0.2)), (2, 2, toward(0.9)), (3, 7, toward(0.6))])
+    assert ranking(index, min_score=0.95) == [(2, 0.9)]
+
+
+def test_equal_scores_rank_the_lower_person_id_first() -> None:
+    same = toward(0.8)
+    for rows in ([(1, 6, same), (2, 3, same)], [(1, 3, same), (2, 6, same)]):
+        assert [p for p, _ in ranking(index_of(rows))] == [3, 6]
+        assert [p for p, _ in ranking(index_of(rows), min_score=0.5)] == [3, 6]
+
+
+def test_rows_are_kept_sorted_by_person_with_their_face_ids_and_embeddings() -> None:
+    rows = [(10, 5, toward(0.1)), (11, 2, toward(0.2)), (12, 5, toward(0.3)), (13, 1, toward(0.4))]
+    index = index_of(rows)
+    assert index.person_ids.tolist() == [1, 2, 5, 5]
+    assert index.face_ids.tolist() == [13, 11, 10, 12]
+    for face_id, row in zip(index.face_ids, index.matrix, strict=True):
+        assert np.array_equal(row, next(e for f, _, e in rows if f == face_id))
+    assert index.unique_person_ids.tolist() == [1, 2, 5]
+    assert index.max_person_id == 5 and len(index) == 4
+
+
+def test_the_ranking_does_not_depend_on_the_order_rows_came_in() -> None:
+    rows = [(i, p, toward(s, 1 + i)) for i, (p, s) in enumerate([(3, 0.7), (1, 0.4), (3, 0.1), (8, 0.9), (1, 0.5)])]
+    expected = ranking(index_of(rows))
+    assert expected == [(8, 0.9), (3, 0.7), (1, 0.5)]
+    assert ranking(index_of(rows[::-1])) == expected
+    assert ranking(index_of(rows[2:] + rows[:2])) == expected
+
+
+def delta(
+    generation: int,
+    added: Iterable[tuple[int, int, np.ndarray]] = (),
+    removed: Iterable[int] = (),
+    cleared: bool = False,
+) -> WriteDelta:
+    """A write that moved a space from ``generation`` to the next."""
+    step = WriteDelta(SpaceKey(ClientId("c"), 0), generation, generation + 1, cleared=cleared)
+    step.added.extend(FaceRow(f, p, e) for f, p, e in added)
+    step.removed_face_ids.update(removed)
+    return step
+
+
+BASE = [(1, 4, toward(0.1)), (2, 2, toward(0.2)), (3, 4, toward(0.3))]
+
+
+def test_apply_gives_the_index_a_fresh_load_would() -> None:
+    before = index_of(BASE, generation=1)
+    added = [(4, 3, toward(0.4)), (5, 4, toward(0.5))]
+    after = before.apply(delta(1, added, removed={1, 2}))
+    assert_same_index(after, index_of([BASE[2], *added], generation=2))
+    assert_same_index(before, index_of(BASE, generation=1))  # an index never changes
+
+
+def test_apply_of_a_truncate_keeps_only_what_came_after_it() -> None:
+    after = index_of(BASE).apply(delta(1, [(9, 1, toward(0.9))], cleared=True))
+    assert_same_index(after, index_of([(9, 1, toward(0.9))], generation=2))
+    assert after.max_person_id == 1
+
+
+def test_a_face_added_and_removed_in_one_write_is_not_kept() -> None:
+    after = index_of(BASE).apply(delta(1, [(4, 4, toward(0.4)), (5, 4, toward(0.5))], removed={4}))
+    assert_same_index(after, index_of([*BASE, (5, 4, toward(0.5))], generation=2))
+
+
+# --- IndexCache -------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    opened = open_store(tmp_path_factory.mktemp("index"))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def key(request: pytest.FixtureRequest) -> SpaceKey:
+    """A space of the test's own client in the module's store."""
+    return SpaceKey(ClientId(request.node.name), 0)
+
+
+@pytest.fixture
+def loads(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[SpaceKey]:
+    """Every space loaded from the store while the test runs."""
+    seen: list[SpaceKey] = []
+    original = store.load_space
+
+    def counting(key: SpaceKey) -> SpaceData:
+        seen.append(key)
+        return original(key)
+
+    monkeypatch.setattr(store, "load_space", counting)
+    return seen
+
+
+def write(store: Store, key: SpaceKey, *faces: tuple[int, np.ndarray], delete: int | None = None) -> WriteDelta:
+    with store.write(key) as writer:
+        if delete is not None:
+            writer.delete_person(delete)
+        for person_id, embedding in faces:
+            writer.add_face(person_id, embedding, "set")
+    return writer.delta
+
+
+def fresh(store: Store, key: SpaceKey) -> SpaceIndex:
+    return SpaceIndex.from_data(store.load_space(key))
+
+
+def test_the_cache_loads_a_space_once_while_its_generation_holds(
+    store: Store, key: SpaceKey, loads: list[SpaceKey]
+) -> None:
+    write(store, key, (1, toward(0.5)))
+    cache = IndexCache(store)
+    first = cache.get(key)
+    assert cache.get(key) is first
+    assert loads == [key]
+    assert ranking(first) == [(1, 0.5)]
+
+
+def test_an_unwritten_space_is_an_empty_index(store: Store, key: SpaceKey) -> None:
+    index = IndexCache(store).get(key)
+    assert (len(index), index.generation, index.max_person_id) == (0, 0, 0)
+
+
+def test_the_cache_follows_its_own_writes_in_memory(store: Store, key: SpaceKey, loads: list[SpaceKey]) -> None:
+    cache = IndexCache(store)
+    cache.get(key)
+    cache.apply(write(store, key, (1, toward(0.5)), (2, toward(0.7))))
+    cache.apply(write(store, key, (3, toward(0.9)), delete=1))
+    cached = cache.get(key)
+    assert loads == [key]
+    assert_same_index(cached, fresh(store, key))
+    assert ranking(cached) == [(3, 0.9), (2, 0.7)]
+
+
+def test_the_cache_reloads_after_a_write_it_was_not_told_of(store: Store, key: SpaceKey, loads: list[SpaceKey]) -> None:
+    cache = IndexCache(store)
+    cache.get(key)
+    write(store, key, (1, toward(0.5)))  # another process's write
+    assert ranking(cache.get(key)) == [(1, 0.5)]
+    assert loads == [key, key]
+
+
+def test_a_write_that_does_not_follow_the_cached_generation_drops_the_space(
+    store: Store, key: SpaceKey, loads: list[SpaceKey]
+) -> None:
+    cache = IndexCache(store)
+    cache.get(key)
+    write(store, key, (1, toward(0.5)))  # not told
+    cache.apply(write(store, key, (2, toward(0.7))))  # told, but its old generation is not the cached one
+    assert_same_index(cache.get(key), fresh(store, key))
+    assert len(loads) == 3  # the first get, the reload, and this test's fresh load
+
+
+def test_a_write_that_changed_nothing_leaves_the_cache(store: Store, key: SpaceKey, loads: list[SpaceKey]) -> None:
+    write(store, key, (1, toward(0.5)))
+    cache = IndexCache(store)
+    first = cache.get(key)
+    unchanged = write(store, key, delete=99)
+    assert unchanged.new_generation == unchanged.old_generation
+    cache.apply(unchanged)
+    assert cache.get(key) is first
+    assert loads == [key]
+
+
+def test_spaces_are_cached_apart(store: Store, key: SpaceKey) -> None:
+    other = SpaceKey(key.client, 1)
+    write(store, key, (1, toward(0.5)))
+    write(store, other, (2, toward(0.7)))
+    cache = IndexCache(store)
+    assert ranking(cache.get(key)) == [(1, 0.5)]
+    assert ranking(cache.get(other)) == [(2, 0.7)]
+    cache.apply(write(store, key, delete=1))
+    assert len(cache.get(key)) == 0 and ranking(cache.get(other)) == [(2, 0.7)]
+
+
+def test_a_fresh_index_of_the_store_matches_what_was_written(store: Store, key: SpaceKey) -> None:
+    write(store, key, (5, toward(0.5)), (2, toward(0.2)), (5, toward(0.8, 2)))
+    index = fresh(store, key)
+    assert index.person_ids.tolist() == [2, 5, 5]
+    assert ranking(index) == [(5, 0.8), (2, 0.2)]
+    assert index.generation == store.generation(key) == 1
