@@ -10,6 +10,20 @@ from collections.abc import Sequence
 from emulator.settings import SETTINGS, Settings, SettingsError
 
 
+def markdown_table() -> str:
+    """The settings table of docs/settings.md, generated from :data:`SETTINGS` (``smarty-emulator settings``)."""
+    rows = [
+        "| Setting | Flag | Type | Default | Live | Description |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in SETTINGS:
+        default = "(empty)" if s.default == "" else str(s.default)
+        kind = "one of " + ", ".join(s.choices) if s.choices else s.type.__name__
+        live = "yes" if s.live else ""
+        rows.append(f"| `{s.env}` | `{s.flag}` | {kind} | `{default}` | {live} | {s.help} |")
+    return "\n".join(rows)
+
+
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for setting in SETTINGS:
         parser.add_argument(
@@ -96,8 +110,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "settings":
-            from emulator.settings import markdown_table
-
             print(markdown_table())
             return 0
         if args.command in ("export", "import", "seed"):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from emulator.cli import build_parser
-from emulator.settings import SETTINGS, Setting, Settings, SettingsError, markdown_table
+from emulator.cli import build_parser, markdown_table
+from emulator.settings import SETTINGS, Setting, Settings, SettingsError
 from tests.support.emulator_process import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
