@@ -1,8 +1,9 @@
 """The settings table: the single source of truth for every setting.
 
 Each :class:`Setting` row feeds the CLI flags (``--match-threshold``), the environment
-variables (``SMARTY_MATCH_THRESHOLD``), validation at startup, and the docs' settings
-table (``tests/test_settings.py`` fails when docs/settings.md and this table disagree).
+variables (``SMARTY_MATCH_THRESHOLD``), validation at startup, the docs' settings
+table and the attributes' types for mypy (``tests/test_settings.py`` fails when docs/settings.md
+or emulator/settings_types.pyi and this table disagree).
 Settings are built into one frozen :class:`Settings` object from an injected mapping, so
 tests never need to monkeypatch the environment.
 """
@@ -13,7 +14,12 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from emulator.settings_types import SettingTypes  # a stub generated from SETTINGS, for mypy only
+else:
+    SettingTypes = object  # so that regenerating the stub never depends on the stub
 
 ENV_PREFIX = "SMARTY_"
 
@@ -322,16 +328,22 @@ SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
-class Settings:
-    """All settings, validated. Build with :meth:`from_sources`; change with :meth:`replace`."""
+class Settings(SettingTypes):
+    """All settings, validated. Build with :meth:`from_sources`; change with :meth:`replace`.
+
+    A setting is an attribute (``settings.port``), typed for mypy by :class:`SettingTypes`, which is generated from
+    :data:`SETTINGS`.
+    """
 
     values: Mapping[str, Any] = field(default_factory=dict)
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    if not TYPE_CHECKING:  # hidden from mypy, which reads the attributes' types from SettingTypes instead
+
+        def __getattr__(self, name: str) -> Any:
+            try:
+                return self.values[name]
+            except KeyError:
+                raise AttributeError(name) from None
 
     @classmethod
     def from_sources(cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
