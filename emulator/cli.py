@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from emulator.settings import SETTINGS, Settings, SettingsError
 
@@ -107,7 +108,7 @@ def serve(args: argparse.Namespace) -> int:
     from emulator.ops.metrics import multiprocess_dir
 
     with multiprocess_dir(settings.workers):  # several workers share their metrics through files
-        options = {
+        options: dict[str, Any] = {  # uvicorn's keyword arguments
             "factory": True,
             "host": settings.host,
             "port": settings.port,
