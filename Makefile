@@ -25,6 +25,7 @@ run: $(BIN)/python
 test: $(BIN)/python chromium postgresql container-tools $(if $(IN_CI),arm64-tools)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PARALLEL)
 
 # The linux/arm64 image under QEMU (tests marked arm64): about 8 min the first time on a machine, 2-3 after.
@@ -44,6 +45,7 @@ soak: $(BIN)/python
 
 lint: $(BIN)/python
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # $(call apt-install,PACKAGES,WHO): Debian's PACKAGES, if this is root with apt-get; otherwise WHO skip (fail in CI).
 define apt-install

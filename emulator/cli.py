@@ -6,8 +6,43 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from emulator.settings import SETTINGS, Settings, SettingsError
+
+
+def markdown_table() -> str:
+    """The settings table of docs/settings.md, generated from :data:`SETTINGS` (``smarty-emulator settings``)."""
+    rows = [
+        "| Setting | Flag | Type | Default | Live | Description |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in SETTINGS:
+        default = "(empty)" if s.default == "" else str(s.default)
+        kind = "one of " + ", ".join(s.choices) if s.choices else s.type.__name__
+        live = "yes" if s.live else ""
+        rows.append(f"| `{s.env}` | `{s.flag}` | {kind} | `{default}` | {live} | {s.help} |")
+    return "\n".join(rows)
+
+
+SETTINGS_TYPES_DOC = '''"""The type of every setting's attribute on :class:`emulator.settings.Settings`, for mypy.
+
+Generated from ``SETTINGS`` in emulator/settings.py by ``python -m emulator settings-types``: do not edit.
+tests/test_settings.py fails while this copy is stale. Only mypy reads this stub: at run time ``Settings`` reads
+the values in its ``__getattr__``, which mypy does not see, so an unknown setting's name is a type error.
+"""'''
+
+
+def settings_types() -> str:
+    """The text of emulator/settings_types.pyi: a read-only property per setting, typed as its row says."""
+    lines = [SETTINGS_TYPES_DOC, ""]
+    if any(s.type is Path for s in SETTINGS):
+        lines += ["from pathlib import Path", ""]
+    lines += ["class SettingTypes:"]
+    for s in SETTINGS:
+        lines += ["    @property", f"    def {s.name}(self) -> {s.type.__name__}: ..."]
+    return "\n".join(lines) + "\n"
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="Serve the API (the default command).")
     _add_setting_flags(serve)
     commands.add_parser("settings", help="Print the settings table (Markdown).")
+    commands.add_parser("settings-types", help="Print emulator/settings_types.pyi (the settings' types, for mypy).")
     export = commands.add_parser("export", help="Write a snapshot of everything, a client or a space to a file.")
     export.add_argument("file", help="Snapshot file to write (`-`: standard output; `.gz`: compressed).")
     export.add_argument("--client", default=None, help="Only this client.")
@@ -72,7 +108,7 @@ def serve(args: argparse.Namespace) -> int:
     from emulator.ops.metrics import multiprocess_dir
 
     with multiprocess_dir(settings.workers):  # several workers share their metrics through files
-        options = {
+        options: dict[str, Any] = {  # uvicorn's keyword arguments
             "factory": True,
             "host": settings.host,
             "port": settings.port,
@@ -96,9 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "settings":
-            from emulator.settings import markdown_table
-
             print(markdown_table())
+            return 0
+        if args.command == "settings-types":
+            print(settings_types(), end="")
             return 0
         if args.command in ("export", "import", "seed"):
             from emulator.control import commands

@@ -21,9 +21,10 @@ from emulator.face.engine import FaceEngine
 from emulator.ops.datadir import check_data_dir
 from emulator.ops.observe import Observer, RequestRecord
 from emulator.persons.auth import TokenDirectory
+from emulator.persons.clients import parse_clients, parse_oauth_clients
 from emulator.persons.oauth import TokenIssuer
 from emulator.persons.service import PersonsService
-from emulator.settings import Settings, parse_clients, parse_oauth_clients
+from emulator.settings import Settings
 from emulator.store.records import Store, StoreError
 from emulator.store.watch import WatchedStore
 

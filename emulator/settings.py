@@ -1,8 +1,9 @@
 """The settings table: the single source of truth for every setting.
 
 Each :class:`Setting` row feeds the CLI flags (``--match-threshold``), the environment
-variables (``SMARTY_MATCH_THRESHOLD``), validation at startup, and the docs' settings
-table (``tests/test_settings.py`` fails when docs/settings.md and this table disagree).
+variables (``SMARTY_MATCH_THRESHOLD``), validation at startup, the docs' settings
+table and the attributes' types for mypy (``tests/test_settings.py`` fails when docs/settings.md
+or emulator/settings_types.pyi and this table disagree).
 Settings are built into one frozen :class:`Settings` object from an injected mapping, so
 tests never need to monkeypatch the environment.
 """
@@ -10,12 +11,15 @@ tests never need to monkeypatch the environment.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from emulator.settings_types import SettingTypes  # a stub generated from SETTINGS, for mypy only
+else:
+    SettingTypes = object  # so that regenerating the stub never depends on the stub
 
 ENV_PREFIX = "SMARTY_"
 
@@ -324,16 +328,22 @@ SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
-class Settings:
-    """All settings, validated. Build with :meth:`from_sources`; change with :meth:`replace`."""
+class Settings(SettingTypes):
+    """All settings, validated. Build with :meth:`from_sources`; change with :meth:`replace`.
+
+    A setting is an attribute (``settings.port``), typed for mypy by :class:`SettingTypes`, which is generated from
+    :data:`SETTINGS`.
+    """
 
     values: Mapping[str, Any] = field(default_factory=dict)
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    if not TYPE_CHECKING:  # hidden from mypy, which reads the attributes' types from SettingTypes instead
+
+        def __getattr__(self, name: str) -> Any:
+            try:
+                return self.values[name]
+            except KeyError:
+                raise AttributeError(name) from None
 
     @classmethod
     def from_sources(cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -352,7 +362,11 @@ class Settings:
             else:
                 values[setting.name] = setting.default
         settings = cls(values)
-        parse_clients(settings.clients)  # fail fast on a malformed client list
+        # Fail fast on a malformed client list. The lists mean something to persons only, whose parsers raise
+        # SettingsError; imported here, not above, as persons imports this module.
+        from emulator.persons.clients import parse_clients, parse_oauth_clients
+
+        parse_clients(settings.clients)
         parse_oauth_clients(settings.oauth_clients)
         scheme = settings.database_url.partition("://")[0] if "://" in settings.database_url else None
         if scheme is not None and scheme not in ("postgresql", "postgres"):
@@ -369,77 +383,3 @@ class Settings:
         for name, raw in changes.items():
             values[name] = SETTINGS_BY_NAME[name].parse(raw)
         return dataclasses.replace(self, values=values)
-
-
-def parse_clients(spec: str) -> dict[str, tuple[str, ...]]:
-    """Parse ``name=token[,token];name2=token`` into ``{name: tokens}``."""
-    clients: dict[str, tuple[str, ...]] = {}
-    for entry in filter(None, (part.strip() for part in spec.split(";"))):
-        name, sep, tokens = entry.partition("=")
-        token_list = tuple(t.strip() for t in tokens.split(",") if t.strip())
-        if not sep or not name.strip() or not token_list:
-            raise SettingsError(f"SMARTY_CLIENTS: {entry!r} is not of the form name=token[,token...]")
-        clients[name.strip()] = clients.get(name.strip(), ()) + token_list
-    return clients
-
-
-def parse_oauth_clients(spec: str) -> dict[str, tuple[str, str]]:
-    """Parse ``name=client_id:secret;name2=client_id:secret`` into ``{name: (client_id, secret)}``."""
-    clients: dict[str, tuple[str, str]] = {}
-    seen_ids: set[str] = set()
-    for entry in filter(None, (part.strip() for part in spec.split(";"))):
-        name, sep, credentials = entry.partition("=")
-        client_id, colon, secret = credentials.partition(":")
-        name, client_id, secret = name.strip(), client_id.strip(), secret.strip()
-        if not sep or not colon or not name or not client_id or not secret:
-            raise SettingsError(f"SMARTY_OAUTH_CLIENTS: an entry is not of the form name=client_id:secret ({name!r})")
-        if name in clients or client_id in seen_ids:
-            raise SettingsError(f"SMARTY_OAUTH_CLIENTS: client {name!r} or its client id is given twice")
-        clients[name] = (client_id, secret)
-        seen_ids.add(client_id)
-    return clients
-
-
-def _conninfo_pairs(text: str) -> list[tuple[str, str]]:
-    """The ``key=value`` pairs of a libpq connection string (values maybe single-quoted, with backslash escapes)."""
-    pairs = []
-    for match in re.finditer(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)", text):
-        value = match.group(2)
-        if value.startswith("'"):
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        pairs.append((match.group(1), value))
-    return pairs
-
-
-def database_password(url: str) -> str:
-    """The password a database URL (or a libpq ``key=value`` string) carries, or ``""``."""
-    if "://" in url:
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
-        return unquote(parts.password or "") or query.get("password", "")
-    return dict(_conninfo_pairs(url)).get("password", "")
-
-
-def database_location(url: str) -> str:
-    """A database URL without its password, for messages (``postgresql://user@host:5432/smarty``)."""
-    if "://" in url:
-        parts = urlsplit(url)
-        userinfo, at, host = parts.netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}@{host}" if at else host
-        query = "&".join(p for p in parts.query.split("&") if p and unquote(p.partition("=")[0]) != "password")
-        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-    return " ".join(f"{k}={v}" for k, v in _conninfo_pairs(url) if k != "password")
-
-
-def markdown_table() -> str:
-    """The settings table of docs/settings.md, generated from :data:`SETTINGS`."""
-    rows = [
-        "| Setting | Flag | Type | Default | Live | Description |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for s in SETTINGS:
-        default = "(empty)" if s.default == "" else str(s.default)
-        kind = "one of " + ", ".join(s.choices) if s.choices else s.type.__name__
-        live = "yes" if s.live else ""
-        rows.append(f"| `{s.env}` | `{s.flag}` | {kind} | `{default}` | {live} | {s.help} |")
-    return "\n".join(rows)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from emulator.cli import build_parser
-from emulator.settings import SETTINGS, Setting, Settings, SettingsError, markdown_table
+from emulator.cli import build_parser, main, markdown_table, settings_types
+from emulator.settings import SETTINGS, Setting, Settings, SettingsError
 from tests.support.emulator_process import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +52,18 @@ def test_settings_command_prints_the_table() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == markdown_table()
+
+
+def test_settings_types_are_the_generated_ones() -> None:
+    committed = (ROOT / "emulator" / "settings_types.pyi").read_text(encoding="utf-8")
+    assert committed == settings_types(), (
+        "emulator/settings_types.pyi is stale: run `python -m emulator settings-types > emulator/settings_types.pyi`"
+    )
+
+
+def test_settings_types_command_prints_the_module(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["settings-types"]) == 0
+    assert capsys.readouterr().out == settings_types()
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=[s.name for s in SETTINGS])

@@ -13,6 +13,7 @@ own), and the whole body is refused once it passes ``max_body_bytes``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -53,6 +54,18 @@ def boundary_of(content_type: str | None) -> bytes:
     return boundary
 
 
+@dataclass
+class _ReadState:
+    """What the parser's callbacks share while one body is read: the part being read (``None`` between parts, and
+    for an unnamed or repeated one, whose bytes are dropped), its headers, and whether the closing boundary came."""
+
+    part: Part | None = None
+    header_field: bytes = b""
+    header_value: bytes = b""
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    ended: bool = False
+
+
 async def parse_form(
     content_type: str | None,
     body: AsyncIterator[bytes],
@@ -63,37 +76,33 @@ async def parse_form(
     """Read the body and return its named parts (first of each name)."""
     boundary = boundary_of(content_type)
     parts: dict[str, Part] = {}
-    state: dict[str, object] = {"part": None, "field": b"", "value": b"", "headers": {}, "ended": False}
+    state = _ReadState()
 
     def on_part_begin() -> None:
-        state["headers"] = {}
+        state.headers = {}
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] = bytes(state["field"]) + data[start:end]  # type: ignore[arg-type]
+        state.header_field += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] = bytes(state["value"]) + data[start:end]  # type: ignore[arg-type]
+        state.header_value += data[start:end]
 
     def on_header_end() -> None:
-        headers = state["headers"]
-        assert isinstance(headers, dict)
-        headers[bytes(state["field"]).lower()] = bytes(state["value"])  # type: ignore[arg-type]
-        state["field"], state["value"] = b"", b""
+        state.headers[state.header_field.lower()] = state.header_value
+        state.header_field, state.header_value = b"", b""
 
     def on_headers_finished() -> None:
-        headers = state["headers"]
-        assert isinstance(headers, dict)
-        _, options = parse_options_header(headers.get(b"content-disposition", b"").decode("latin-1"))
+        _, options = parse_options_header(state.headers.get(b"content-disposition", b"").decode("latin-1"))
         name = options.get(b"name", b"").decode("utf-8", "replace")
         filename = options.get(b"filename")
         part = Part(name, filename.decode("utf-8", "replace") if filename is not None else None)
-        state["part"] = part if name and name not in parts else None
-        if state["part"] is not None:
+        state.part = part if name and name not in parts else None
+        if state.part is not None:
             parts[name] = part
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        part = state["part"]
-        if not isinstance(part, Part):
+        part = state.part
+        if part is None:
             return
         part.size += end - start
         if part.overflow:
@@ -105,10 +114,10 @@ async def parse_form(
         part.chunks.append(bytes(data[start:end]))
 
     def on_part_end() -> None:
-        state["part"] = None
+        state.part = None
 
     def on_end() -> None:
-        state["ended"] = True
+        state.ended = True
 
     if len(boundary) > MAX_BOUNDARY_LENGTH:
         raise BadRequest(
@@ -148,6 +157,6 @@ async def parse_form(
         ) from None
     except FormParserError as exc:
         raise BadRequest(f"could not parse multipart form: {_parse_error_text(exc)}") from None
-    if not state["ended"]:
+    if not state.ended:
         raise BadRequest("could not parse multipart form: multipart: NextPart: unexpected EOF")
     return parts

@@ -175,10 +175,10 @@ def seed_directory(
         if photo.key not in known:
             known[photo.key] = store.person_sha256s(photo.key)
         stored = known[photo.key]
-        problem = _seed_one(store, engine, photo, stored, max_faces_per_space, on_write, report, limits)
-        if problem:
-            report.problems.append(f"{photo.name}: {problem}")
-            progress.say(f"seed: skipped {photo.name}: {problem}")
+        failure = _seed_one(store, engine, photo, stored, max_faces_per_space, on_write, report, limits)
+        if failure:
+            report.problems.append(f"{photo.name}: {failure}")
+            progress.say(f"seed: skipped {photo.name}: {failure}")
         progress.step()
     progress.finish()
     return report

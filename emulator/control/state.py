@@ -84,7 +84,7 @@ def stored_rules(rows: Sequence[Sequence[Any]], parse: Callable[[str], dict[str,
 
 def decide_counters(
     rules: list[StoredRule], decide: Callable[[list[StoredRule]], T]
-) -> tuple[T, list[tuple[int, ...]]]:
+) -> tuple[T, list[tuple[int, int, int, int]]]:
     """Run ``decide`` on the rules; its result, and ``(matched, fired, draws, id)`` of each rule whose counters it
     changed (to be written back in the same transaction)."""
     before = [(r.matched, r.fired, r.draws) for r in rules]

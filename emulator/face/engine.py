@@ -123,7 +123,7 @@ class DetectionPass:
 
     def min_face_side(self) -> float:
         """The smallest face (original pixels) this pass finds."""
-        return HOG_WINDOW / (self.scale * 2**self.upsample)
+        return HOG_WINDOW / (self.scale * 2.0**self.upsample)
 
 
 class DlibEngine:

@@ -316,6 +316,8 @@ class Pyramid:
             raise ValueError("upsample must be 0 or 1")
         self.source = source
         self.upsample = upsample
+        height: int
+        width: int
         height, width = source.shape[:2]
         self.width, self.height = upsampled_size(width, height) if upsample else (width, height)
         self.count = level_count(self.width, self.height, state.min_layer, state.max_levels)

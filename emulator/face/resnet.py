@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from numpy.typing import NDArray
 
 from emulator.face.resnet_model import CHIP_SIDE, DESCRIPTOR_SIZE, ResnetWeights
 
@@ -43,8 +44,9 @@ class Op:
     padding: int = 0
     tag: int = 0
     relu: bool = False  # conv: apply relu to the output
-    weight: np.ndarray | None = None  # conv: (filters, channels, size, size), dlib's layout; fc: (inputs, outputs)
-    bias: np.ndarray | None = None  # conv: (filters,)
+    # conv: (filters, channels, size, size), dlib's layout; fc: (inputs, outputs)
+    weight: NDArray[np.float32] | None = None
+    bias: NDArray[np.float32] | None = None  # conv: (filters,)
 
 
 def fuse(weights: ResnetWeights) -> tuple[Op, ...]:
@@ -90,12 +92,12 @@ def fuse(weights: ResnetWeights) -> tuple[Op, ...]:
     return tuple(ops)
 
 
-def _im2col_filters(weight: np.ndarray | None) -> np.ndarray:
+def _im2col_filters(weight: NDArray[np.float32] | None) -> NDArray[np.float32]:
     assert weight is not None
     return np.ascontiguousarray(weight.transpose(2, 3, 1, 0).reshape(-1, weight.shape[0]))
 
 
-def _conv(x: np.ndarray, op: Op) -> np.ndarray:
+def _conv(x: NDArray[np.float32], op: Op) -> NDArray[np.float32]:
     """im2col + one sgemm. ``x`` is (N, H, W, C) float32."""
     assert op.weight is not None and op.bias is not None
     n, height, width, channels = x.shape
@@ -127,13 +129,13 @@ def chip_batch(chips: np.ndarray) -> np.ndarray:
     return chips
 
 
-def _windows(x: np.ndarray, op: Op, combine: np.ufunc) -> np.ndarray:
+def _windows(x: NDArray[np.float32], op: Op, combine: np.ufunc) -> NDArray[np.float32]:
     """``combine`` (np.maximum or np.add) over each pooling window, one window offset at a time, row by row."""
     _, height, width, _ = x.shape
     size, stride = op.size, op.stride
     out_h = 1 + (height - size) // stride
     out_w = 1 + (width - size) // stride
-    out: np.ndarray | None = None
+    out: NDArray[np.float32] | None = None
     for dy in range(size):
         for dx in range(size):
             window = x[:, dy : dy + stride * (out_h - 1) + 1 : stride, dx : dx + stride * (out_w - 1) + 1 : stride]
@@ -142,18 +144,18 @@ def _windows(x: np.ndarray, op: Op, combine: np.ufunc) -> np.ndarray:
     return out
 
 
-def _max_pool(x: np.ndarray, op: Op) -> np.ndarray:
+def _max_pool(x: NDArray[np.float32], op: Op) -> NDArray[np.float32]:
     return _windows(x, op, np.maximum)
 
 
-def _avg_pool(x: np.ndarray, op: Op) -> np.ndarray:
+def _avg_pool(x: NDArray[np.float32], op: Op) -> NDArray[np.float32]:
     """The mean of each window, summed row by row as dlib does, then divided by the window's area."""
     out = _windows(x, op, np.add)
     out /= np.float32(op.size * op.size)
     return out
 
 
-def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _add(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float32]:
     """dlib's ``add_prev``: the sum over the larger shape, a missing value counting as 0."""
     if a.shape == b.shape:
         return a + b
@@ -180,7 +182,7 @@ class ResnetDescriptor:
         """Memory held by the (fused) weights."""
         return int(sum(a.nbytes for op in self.ops for a in (op.weight, op.bias) if a is not None))
 
-    def compute(self, chips: np.ndarray) -> np.ndarray:
+    def compute(self, chips: np.ndarray) -> NDArray[np.float32]:
         """Descriptors (N, 128) float32 of N aligned 150x150 RGB uint8 chips, shape (N, 150, 150, 3)."""
         chips = chip_batch(chips)
         out = np.zeros((len(chips), DESCRIPTOR_SIZE), dtype=np.float32)
@@ -188,10 +190,10 @@ class ResnetDescriptor:
             out[start : start + BATCH] = self._forward(chips[start : start + BATCH])
         return out
 
-    def _forward(self, chips: np.ndarray) -> np.ndarray:
+    def _forward(self, chips: np.ndarray) -> NDArray[np.float32]:
         # (pixel - mean) is computed in float and /256 is exact, as in dlib's input layer.
         x = (chips.astype(np.float32) - self.input_mean) / np.float32(256.0)
-        tags: dict[int, np.ndarray] = {}
+        tags: dict[int, NDArray[np.float32]] = {}
         for op in self.ops:
             if op.kind == "conv":
                 x = _conv(x, op)

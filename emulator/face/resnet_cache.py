@@ -112,7 +112,8 @@ def _write_cache(directory: Path, path: Path, key: SourceKey, weights: ResnetWei
     handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(handle, "wb") as out:
-            np.savez(out, **arrays)
+            # mypy matches **arrays against savez's keyword allow_pickle (a bool) too: the names are never that.
+            np.savez(out, **arrays)  # type: ignore[arg-type]
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -154,17 +154,17 @@ class _Reader:
         value = int.from_bytes(self.take(size), "little")
         return -value if negative else value
 
-    def int(self, max_bytes: int = 8) -> int:
+    def integer(self, max_bytes: int = 8) -> int:
         return self._int(True, max_bytes)
 
-    def uint(self, max_bytes: int = 8) -> int:
+    def unsigned(self, max_bytes: int = 8) -> int:
         return self._int(False, max_bytes)
 
-    def float(self) -> float:
+    def real(self) -> float:
         if self.pos < len(self.data) and self.data[self.pos] & 0x70:
             raise self.fail("a number in dlib's old text format")
-        mantissa = self.int(8)
-        exponent = self.int(2)
+        mantissa = self.integer(8)
+        exponent = self.integer(2)
         if exponent == 32000:
             return math.inf
         if exponent == 32001:
@@ -175,11 +175,11 @@ class _Reader:
 
     def float32(self) -> np.float32:
         """A ``float`` field: dlib converts the mantissa to float, then scales it (exact for float32 values)."""
-        value = self.float()
+        value = self.real()
         return np.float32(value)
 
     def string(self, max_length: int = 64) -> str:
-        length = self.uint(8)
+        length = self.unsigned(8)
         if length > max_length:
             raise self.fail(f"a string of {length} bytes where a short layer name belongs")
         raw = bytes(self.take(length))
@@ -188,14 +188,14 @@ class _Reader:
         except UnicodeDecodeError:
             raise self.fail(f"a string that is not ASCII ({raw[:16]!r})") from None
 
-    def bool(self) -> bool:
+    def boolean(self) -> bool:
         byte = self.take(1)[0]
         if byte not in (ord("0"), ord("1")):
             raise self.fail(f"a bool byte 0x{byte:02x} (expected '0' or '1')")
         return byte == ord("1")
 
     def version(self, allowed: tuple[int, ...]) -> int:
-        value = self.int(4)
+        value = self.integer(4)
         if value not in allowed:
             raise self.fail(f"version {value}, expected one of {allowed}")
         return value
@@ -207,14 +207,14 @@ class _Reader:
         return value
 
     def expect_int(self, what: str, expected: int, *, signed: bool = True) -> None:
-        value = self.int() if signed else self.uint()
+        value = self.integer() if signed else self.unsigned()
         if value != expected:
             raise self.fail(f"{what} is {value}, expected {expected}")
 
     def tensor(self, shape: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """A resizable_tensor (version 2): 4 dimensions, then raw little-endian float32 values."""
         self.version((2,))
-        dims = tuple(self.int(8) for _ in range(4))
+        dims = tuple(self.integer(8) for _ in range(4))
         if any(d < 0 for d in dims):
             raise self.fail(f"a tensor with negative dimensions {dims}")
         if shape is not None and dims != shape and math.prod(dims) != 0:
@@ -227,8 +227,8 @@ class _Reader:
 
     def alias_tensor(self) -> tuple[int, int, int, int]:
         self.version((1,))
-        dims = (self.int(8), self.int(8), self.int(8), self.int(8))
-        return dims  # type: ignore[return-value]
+        dims = (self.integer(8), self.integer(8), self.integer(8), self.integer(8))
+        return dims
 
 
 def _read_details(reader: _Reader, layer: Layer, channels: int, spatial: int) -> tuple[dict[str, np.ndarray], int]:
@@ -246,9 +246,9 @@ def _read_details(reader: _Reader, layer: Layer, channels: int, spatial: int) ->
         filters_shape = reader.alias_tensor()
         biases_shape = reader.alias_tensor()
         for _ in range(4):  # learning rate and weight decay multipliers (training only)
-            reader.float()
-        use_bias = reader.bool() if version in ("con_5", "con_6") else True
-        if version == "con_6" and reader.bool():
+            reader.real()
+        use_bias = reader.boolean() if version in ("con_5", "con_6") else True
+        if version == "con_6" and reader.boolean():
             raise reader.fail("a convolution with a fused relu, which this network does not have")
         expected_filters = (layer.filters, channels, layer.size, layer.size)
         if filters_shape != expected_filters:
@@ -268,17 +268,17 @@ def _read_details(reader: _Reader, layer: Layer, channels: int, spatial: int) ->
         params = reader.tensor()
         gamma_shape = reader.alias_tensor()
         beta_shape = reader.alias_tensor()
-        mode = reader.int(4)
+        mode = reader.integer(4)
         if mode != 0:
             raise reader.fail(f"an affine layer in mode {mode}, expected 0 (per channel, CONV_MODE)")
-        if version == "affine_2" and reader.bool():
+        if version == "affine_2" and reader.boolean():
             raise reader.fail("a disabled affine layer, which this network does not have")
         if gamma_shape != (1, channels, 1, 1) or beta_shape != gamma_shape or params.size != 2 * channels:
             raise reader.fail(f"affine parameters of shapes {gamma_shape}/{beta_shape}, expected {channels} channels")
         flat = params.reshape(-1)
         return {"gamma": flat[:channels].copy(), "beta": flat[channels:].copy()}, channels
     if layer.kind == "relu":
-        if reader.expect_string(("relu_", "relu_2")) == "relu_2" and reader.bool():
+        if reader.expect_string(("relu_", "relu_2")) == "relu_2" and reader.boolean():
             raise reader.fail("a disabled relu layer, which this network does not have")
         return {}, channels
     if layer.kind in ("max_pool", "avg_pool", "avg_pool_everything"):
@@ -303,13 +303,13 @@ def _read_details(reader: _Reader, layer: Layer, channels: int, spatial: int) ->
         params = reader.tensor()
         weights_shape = reader.alias_tensor()
         reader.alias_tensor()  # biases: unused without a bias
-        bias_mode = reader.int(4)
+        bias_mode = reader.integer(4)
         if bias_mode != 1:
             raise reader.fail(f"an fc layer with bias mode {bias_mode}, expected 1 (FC_NO_BIAS)")
         for _ in range(4):
-            reader.float()
+            reader.real()
         if version == "fc_3":
-            reader.bool()  # use_bias: meaningless in FC_NO_BIAS mode
+            reader.boolean()  # use_bias: meaningless in FC_NO_BIAS mode
         if weights_shape != (inputs, layer.filters, 1, 1) or params.size != inputs * layer.filters:
             raise reader.fail(f"fc weights of shape {weights_shape}, expected ({inputs}, {layer.filters}, 1, 1)")
         return {"weight": params.reshape(inputs, layer.filters).copy()}, layer.filters
@@ -372,13 +372,13 @@ def parse(data: bytes, source: str = "the model file") -> ResnetWeights:
         # Training state after the details: three flags, then x_grad, cached_output (and params_grad or
         # grad_final plus the sample expansion factor at the input).
         for _ in range(3):
-            reader.bool()
+            reader.boolean()
         reader.tensor()
         reader.tensor()
         if index == 0:
             reader.tensor()  # grad_final
             if input_version >= 3:
-                reader.uint(4)  # sample expansion factor
+                reader.unsigned(4)  # sample expansion factor
         elif add_layer_versions[index] == 2:
             reader.tensor()  # params_grad
     if reader.pos != len(reader.data):

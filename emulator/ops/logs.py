@@ -22,7 +22,9 @@ from typing import Any
 from urllib.parse import quote
 
 from emulator.ops.observe import RequestRecord
-from emulator.settings import Settings, database_password, parse_clients
+from emulator.persons.clients import parse_clients
+from emulator.settings import Settings
+from emulator.store.urls import database_password
 
 REQUEST_LOGGER = "emulator.requests"
 REDACTED = "<redacted>"

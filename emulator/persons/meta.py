@@ -174,7 +174,7 @@ def _loads(raw: bytes) -> Any:
         return _loads_deep(text)
 
 
-class _Object(list):  # type: ignore[type-arg]
+class _Object(list[tuple[str, Any]]):
     """A JSON object as its ordered (key, value) pairs, duplicates kept."""
 
 

@@ -289,15 +289,16 @@ class _Matcher:
         return results
 
     def _add(self, person_id: int, face: Face, kind: str, image: ImageInput) -> None:
-        assert self.writer is not None
+        writer = self.writer
+        assert writer is not None
         # A new person gets a thumbnail for the demo page; learned faces do not need one.
         thumbnail = face_thumbnail(image.data or b"", face.box) if kind == "created" else None
-        face_id = self.writer.add_face(person_id, face.embedding, kind, face_meta(image, face), thumbnail)
-        step = WriteDelta(self.writer.key, self.index.generation, self.index.generation)
+        face_id = writer.add_face(person_id, face.embedding, kind, face_meta(image, face), thumbnail)
+        step = WriteDelta(writer.key, self.index.generation, self.index.generation)
         step.added.append(FaceRow(face_id, person_id, face.embedding))
         if kind == "learned":
             step.removed_face_ids.update(
-                self._removed_by(lambda: self.writer.trim_learned(person_id, self.settings.learned_per_person))
+                self._removed_by(lambda: writer.trim_learned(person_id, self.settings.learned_per_person))
             )
         self.index = self.index.apply(step)
 

@@ -37,7 +37,7 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from emulator.settings import Settings, database_location, database_password
+from emulator.settings import Settings
 from emulator.store.records import (
     EMBEDDING_DIM,
     SpaceContents,
@@ -46,6 +46,7 @@ from emulator.store.records import (
     StoreError,
 )
 from emulator.store.sql import FACE_COLUMNS, FACE_INSERT, SqlInventory, SqlSpaceWriter, stored_faces
+from emulator.store.urls import database_location, database_password
 
 log = logging.getLogger("emulator.store")
 
