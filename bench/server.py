@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 
@@ -39,8 +39,8 @@ class Server(ServerProcess):
         self.http = httpx.Client(base_url=self.url, timeout=120)
         self.ready_cpu_seconds = float("nan")
 
-    def start(self, timeout: float = 60.0, *, ready: bool = True) -> Self:
-        return super().start(timeout, ready=ready)
+    def start(self, timeout: float = 60.0, *, wait: Literal["ready", "alive"] = "ready") -> Self:
+        return super().start(timeout, wait=wait)
 
     def on_first_ready(self) -> None:
         assert self.process is not None

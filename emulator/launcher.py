@@ -19,7 +19,7 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 START_TIMEOUT_S = 90.0
 HOST = "127.0.0.1"
@@ -119,12 +119,12 @@ class ServerProcess:
         self.started_at = 0.0  # time.perf_counter() when the process was spawned
         self.ready_seconds: float | None = None  # from the spawn to the first 200 of /emulator/ready
 
-    def start(self, timeout: float = START_TIMEOUT_S, *, ready: bool = True) -> Self:
-        """Spawn the server and wait until it is ready (with ``ready=False``, only until it answers: for a server
-        that is not meant to become ready); stopped again if that does not happen in ``timeout`` s."""
+    def start(self, timeout: float = START_TIMEOUT_S, *, wait: Literal["ready", "alive"] = "ready") -> Self:
+        """Spawn the server and wait until it is ready (``wait="alive"``: only until it answers, for a server that
+        is not meant to become ready); stopped again if that does not happen in ``timeout`` s."""
         self.spawn()
         try:
-            if ready:
+            if wait == "ready":
                 self.wait_until_ready(timeout)
             else:
                 self.wait_for("/emulator/health", 1, timeout)

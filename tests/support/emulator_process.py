@@ -10,7 +10,7 @@ import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from emulator import launcher
 from emulator.launcher import ServerProcess, free_port
@@ -49,11 +49,6 @@ class EmulatorProcess(ServerProcess):
             new_session=True,  # workers go down with it
         )
         self.base_url = self.url
-
-    def start(self, *, wait: str = "ready") -> Self:
-        """Start the server and wait until it is ready (``wait="ready"``) or only answers (``"alive"``: for a server
-        that is not meant to become ready)."""
-        return super().start(ready=wait == "ready")
 
     def rss_bytes(self) -> int:
         """Resident memory of the supervisor and all its descendants, from ``/proc``."""
