@@ -25,9 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import FIXTURES  # noqa: E402
 from emulator.face.engine import DlibEngine  # noqa: E402
-
-FIXTURES = ROOT / "fixtures"
 
 # Files that are the same source photo: pairs inside one group are not evidence of anything.
 DUPLICATE_GROUPS: dict[str, str] = {

@@ -21,43 +21,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import dlib  # noqa: E402
-
+from bench.baseline import Baseline, Box  # noqa: E402
+from bench.measure import FIXTURES  # noqa: E402
 from emulator.face.decode import decode_image  # noqa: E402
 from emulator.face.engine import DlibEngine, Face  # noqa: E402
-from emulator.face.models import model_paths  # noqa: E402
-
-FIXTURES = ROOT / "fixtures"
-Box = tuple[int, int, int, int]
-
-
-class Baseline:
-    """face_recognition's api.py steps, called on dlib directly."""
-
-    def __init__(self) -> None:
-        paths = model_paths()
-        self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(str(paths.shape_predictor))
-        self.encoder = dlib.face_recognition_model_v1(str(paths.face_recognition))
-
-    def run(self, rgb: np.ndarray) -> tuple[list[Box], list[np.ndarray], float]:
-        start = time.perf_counter()
-        rects = self.detector(rgb, 1)
-        height, width = rgb.shape[:2]
-        boxes: list[Box] = []
-        embeddings: list[np.ndarray] = []
-        for rect in rects:
-            shape = self.predictor(rgb, rect)
-            vec = np.asarray(self.encoder.compute_face_descriptor(rgb, shape, 1), dtype=np.float64)
-            embeddings.append(vec / np.linalg.norm(vec))
-            box = (max(rect.left(), 0), max(rect.top(), 0), min(rect.right(), width), min(rect.bottom(), height))
-            boxes.append(box)
-        return boxes, embeddings, time.perf_counter() - start
 
 
 def iou(a: Box, b: Box) -> float:

@@ -16,17 +16,14 @@ Extra settings for the emulator come from the session fixture ``smarty_emulator_
 ``SMARTY_*`` variables of the test process are not passed on, so the environment cannot
 change the emulator behind a test's back.
 
-This module imports only the standard library, so registering it costs nothing.
+This module (and :mod:`emulator.launcher`, which starts the process) imports only the standard library, so
+registering it costs nothing.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,22 +33,14 @@ from typing import Any
 
 import pytest
 
+from emulator.launcher import EmulatorError, ServerProcess, run_cli
+
 START_TIMEOUT_S = 180.0
 PROVIDER = "mcs"
 TOKEN = "smarty-emulator-test-token"
 
 
-class EmulatorError(RuntimeError):
-    """The emulator did not start, or an admin call failed."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class SmartyEmulator:
+class SmartyEmulator(ServerProcess):
     """A running emulator and helpers to drive it from tests.
 
     * ``base_url`` — what clients use as the API base: ``http://127.0.0.1:PORT/api``;
@@ -62,18 +51,15 @@ class SmartyEmulator:
     * ``data_dir`` — the emulator's data directory.
     """
 
-    def __init__(
-        self, url: str, data_dir: Path, process: subprocess.Popen[bytes], log_path: Path, database_url: str = ""
-    ) -> None:
-        self.url = url
-        self.database_url = database_url  # the record is in this PostgreSQL database, not in data_dir
-        self.base_url = f"{url}/api"
-        self.token_url = f"{url}/auth/oauth/v1/token"
+    def __init__(self, data_dir: Path, settings: Mapping[str, Any] | None = None) -> None:
+        # the user's settings, but always on loopback, with the admin API open to it, and one worker
+        fixed = {**(settings or {}), "host": "127.0.0.1", "admin": "loopback"}
+        super().__init__(data_dir, settings=fixed, workers=1, log_path=data_dir / "emulator.log")
+        self.database_url = str(fixed.get("database_url", ""))  # the record is in this database, not in data_dir
+        self.base_url = f"{self.url}/api"
+        self.token_url = f"{self.url}/auth/oauth/v1/token"
         self.token = TOKEN
         self.provider = PROVIDER
-        self.data_dir = data_dir
-        self.process = process
-        self.log_path = log_path
         self._initial_settings: dict[str, Any] = {}
 
     # --- admin API -----------------------------------------------------------------------
@@ -142,14 +128,7 @@ class SmartyEmulator:
         record = ["--data-dir", str(self.data_dir)]
         if self.database_url:
             record += ["--database-url", self.database_url]
-        done = subprocess.run(
-            [sys.executable, "-m", "emulator", "seed", str(directory), *record],
-            capture_output=True,
-            text=True,
-            env=_clean_env(),
-            timeout=600,
-            check=False,
-        )
+        done = run_cli("seed", str(directory), *record, timeout=600)
         if done.returncode != 0:
             raise EmulatorError(f"seed {directory} failed ({done.returncode}): {done.stderr.strip()}")
         return done.stdout + done.stderr
@@ -157,70 +136,17 @@ class SmartyEmulator:
     # --- lifecycle -----------------------------------------------------------------------
 
     def wait_until_ready(self, timeout: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise EmulatorError(f"the emulator exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/emulator/ready", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:  # not listening yet, or 503 while warming up (HTTPError is an OSError)
-                pass
-            time.sleep(0.1)
-        else:
-            raise EmulatorError(f"the emulator did not become ready in {timeout:g} s:\n{self.log_tail()}")
+        super().wait_until_ready(timeout)
         self._initial_settings = self.settings()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
-
-
-def _clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTY_")}
-    env.update(extra or {})
-    return env
 
 
 def start_emulator(data_dir: Path, settings: Mapping[str, Any] | None = None) -> SmartyEmulator:
     """Start an emulator subprocess and wait until it is ready (tries three free ports)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "emulator.log"
     last: EmulatorError | None = None
     for _ in range(3):
-        port = _free_port()
-        env = _clean_env({f"SMARTY_{k.upper()}": str(v) for k, v in (settings or {}).items()})
-        env.update(
-            SMARTY_HOST="127.0.0.1",
-            SMARTY_PORT=str(port),
-            SMARTY_DATA_DIR=str(data_dir),
-            SMARTY_ADMIN="loopback",
-            SMARTY_WORKERS="1",
-        )
-        env.setdefault("SMARTY_LOG_LEVEL", "warning")
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "emulator", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        database_url = str((settings or {}).get("database_url", ""))
-        emulator = SmartyEmulator(f"http://127.0.0.1:{port}", data_dir, process, log_path, database_url)
         try:
-            emulator.wait_until_ready()
-            return emulator
+            return SmartyEmulator(data_dir, settings).start(START_TIMEOUT_S)
         except EmulatorError as exc:  # e.g. the port was taken between choosing and binding it
-            emulator.stop()
             last = exc
     raise last or EmulatorError("the emulator did not start")
 

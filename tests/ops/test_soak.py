@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.run import SOAK_SECTION
+from bench.report import SOAK_SECTION
 from emulator.store.sqlite import DB_FILENAME, WAL_SIZE_LIMIT
 from tests.support.emulator_process import ROOT, EmulatorProcess
 from tests.support.emulator_server import fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -15,6 +14,7 @@ import uvicorn
 
 from emulator.app import create_app
 from emulator.face.engine import FaceEngine
+from emulator.launcher import free_port
 from emulator.runtime import Runtime
 from emulator.settings import Settings
 from emulator.store.records import ClientId, SpaceKey
@@ -24,12 +24,6 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 def fixture(path: str) -> bytes:
     return (FIXTURES / path).read_bytes()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class EmulatorServer:

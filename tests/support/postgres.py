@@ -22,8 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from emulator.launcher import free_port
 from tests.support.ci import unavailable
-from tests.support.emulator_server import free_port
 
 SEARCH = "/usr/lib/postgresql"
 USER = "postgres"

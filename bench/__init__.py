@@ -1,0 +1,1 @@
+"""The emulator's benchmark: ``make bench`` runs ``bench/run.py``; bench/README.md says what each module measures."""
