@@ -7,8 +7,8 @@ PORT ?= 8080
 DATA_DIR ?= ./data
 IN_CI := $(filter 1 true yes True Yes TRUE YES,$(CI))
 # The suite on every core: a test module (one per backend) is one unit of a worker, heaviest units first
-# (tests/conftest.py). PARALLEL= runs it in one process.
-PARALLEL ?= -n auto --dist loadgroup --no-loadscope-reorder
+# (tests/support/parallel.py). PARALLEL= runs it in one process.
+PARALLEL ?= -n auto --dist loadscope --no-loadscope-reorder
 
 .PHONY: run test test-arm64 lint chromium postgresql container-tools arm64-tools bench soak
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from emulator.app import default_engine
 from emulator.face.engine import DlibEngine
 from emulator.settings import Settings
+from tests.support import parallel
 from tests.support.backends import BACKENDS, DLIB_DESCRIPTOR, Backend
 from tests.support.emulator_server import EmulatorServer
 from tests.support.postgres import PostgresCluster, require_postgres
@@ -73,43 +75,22 @@ def server(
     running.stop()
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``soak`` run only when ``-m`` names them (``make soak``), never in ``make test``. Every test
-    gets its :func:`parallel_group`, and the groups are ordered heaviest first (see :func:`group_weight`)."""
+    """Tests marked ``soak`` run only when ``-m`` names them (``make soak``), never in ``make test``. The rest are
+    ordered for the parallel run (:mod:`tests.support.parallel`)."""
     if "soak" not in (config.getoption("markexpr") or ""):
         soak = [item for item in items if item.get_closest_marker("soak")]
         if soak:
             config.hook.pytest_deselected(items=soak)
             items[:] = [item for item in items if not item.get_closest_marker("soak")]
-    weights: dict[str, int] = {}
-    for item in items:
-        group = parallel_group(item)
-        item.add_marker(pytest.mark.xdist_group(group))
-        weights[group] = max(weights.get(group, 0), group_weight(item))
-    # A stable sort: within a group (and among groups of one weight) the collection order stays.
-    items.sort(key=lambda item: -weights[parallel_group(item)])
+    parallel.tell_apart(items)
+    parallel.order_heaviest_first(items)
 
 
-def parallel_group(item: pytest.Item) -> str:
-    """The unit that one pytest-xdist worker runs whole (``make test`` runs ``-n auto --dist loadgroup``): a test
-    module, so that its module-scoped servers start once; a module run on several backends is one unit per backend.
-    The tests marked ``container`` are two units (the image built once per unit; arm64 under emulation apart)."""
-    path = item.nodeid.split("::")[0]
-    if item.get_closest_marker("container"):
-        return "container-arm64" if item.get_closest_marker("arm64") else "container"
-    callspec = getattr(item, "callspec", None)
-    backend = callspec.params.get("backend") if callspec is not None else None
-    return f"{path}[{backend}]" if backend else path
-
-
-def group_weight(item: pytest.Item) -> int:
-    """Longest first, so that no long unit starts last: the container units, then the ``slow`` ones."""
-    if item.get_closest_marker("arm64"):
-        return 3
-    if item.get_closest_marker("container"):
-        return 2
-    return 1 if item.get_closest_marker("slow") else 0
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``make test``'s parallel run hands out whole test modules (:mod:`tests.support.parallel`)."""
+    return parallel.make_scheduler(config, log)
 
 
 _space_counter = iter(range(10**9))

@@ -1,34 +1,29 @@
 """The image without a Docker engine: the Dockerfile and compose file read as text, and the image's own install
-steps (docker/install.sh, which the Dockerfile runs) giving a working ``smarty-emulator serve`` in a fresh venv,
-from the source tree and from the wheel that ``python -m build`` makes. (tests/container builds and runs the image.)"""
+script (docker/install.sh, which the Dockerfile runs) giving a working ``smarty-emulator serve`` in a fresh venv from
+the wheel that ``python -m build`` makes. (tests/container builds and runs the image, and runs the builder stage's
+steps from the source tree.)"""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from emulator.healthcheck import ready_url
 from emulator.settings import SETTINGS, Settings
-from tests.support.emulator_server import fixture, free_port
+from tests.support.fresh_venv import install_and_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "docker" / "compose.yaml"
 COMPOSE_POSTGRES = ROOT / "docker" / "compose.postgres.yaml"
-INSTALL = ROOT / "docker" / "install.sh"
 COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|cmake|make|cc)\b")
 
 
@@ -217,81 +212,8 @@ def test_build_makes_an_sdist_and_a_wheel_that_twine_accepts(dist: dict[str, Pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source", [pytest.param("tree", marks=pytest.mark.container), "wheel"])
-def test_the_image_install_steps_give_a_working_server(
-    source: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    """docker/install.sh into a fresh venv (what the builder stage runs), then `smarty-emulator serve` from it;
-    from the source tree as the Dockerfile copies it, and from the wheel of ``python -m build``.
-
-    Needs the package registry (or pip's cache); ~20-45 s each, most of it pip. The interpreter is this one, not 3.12.
-    The install from the tree is what the image's builder stage runs, so it goes with the container tests (marked
-    ``container``, run by the same worker as the image's build); the wheel is what users install.
-    """
-    if source == "tree":
-        src = tmp_path / "src"  # what the Dockerfile COPYs
-        src.mkdir()
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy(ROOT / name, src / name)
-        shutil.copytree(ROOT / "emulator", src / "emulator", ignore=shutil.ignore_patterns("__pycache__"))
-    else:
-        src = request.getfixturevalue("dist")["wheel"]
-    venv = tmp_path / "venv"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTY_", "PROMETHEUS_", "VIRTUAL_ENV"))}
-    # From the tree, the builder stage's two steps; a wheel in one.
-    steps = [["--deps"], ["--package"]] if source == "tree" else [[]]
-    for step in steps:
-        installed = subprocess.run(
-            ["sh", str(INSTALL), *step, str(venv), str(src)],
-            env={**env, "PYTHON": sys.executable},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert installed.returncode == 0, installed.stderr[-3000:]
-    assert not (venv / "bin" / "pip").exists()
-    [site_packages] = list(venv.glob("lib/python*/site-packages"))
-    [models] = list(site_packages.glob("face_recognition_models/models"))
-    assert sorted(p.name for p in models.iterdir()) == [
-        "dlib_face_recognition_resnet_model_v1.dat",
-        "shape_predictor_5_face_landmarks.dat",
-    ]
-    assert not list(site_packages.glob("**/tests")) and not list(site_packages.glob("**/conftest.py"))
-    [record] = list(site_packages.glob("smarty_emulator-*.dist-info/RECORD"))  # a real install, not an editable one
-    assert "emulator/cli.py" in record.read_text()
-
-    port = free_port()
-    server_env = {**env, "SMARTY_PORT": str(port), "SMARTY_DATA_DIR": str(tmp_path / "data")}
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [str(venv / "bin" / "smarty-emulator"), "serve"],
-            cwd=tmp_path,  # not the repository: only the venv's copy of the package can be imported
-            env=server_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        healthcheck = [str(venv / "bin" / "python"), "-m", "emulator.healthcheck"]
-        deadline = time.monotonic() + 90
-        while subprocess.run(healthcheck, env=server_env, capture_output=True, timeout=30).returncode != 0:
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        api = f"http://127.0.0.1:{port}/api/v1/persons"
-        auth = {"oauth_token": "fresh-venv", "oauth_provider": "mcs"}
-        set_meta = '{"space":"0","images":[{"name":"f","person_id":1}]}'
-        files = {"f": ("f.jpg", fixture("people/obama/obama.jpg"), "image/jpeg"), "meta": (None, set_meta)}
-        assert httpx.post(f"{api}/set", params=auth, files=files, timeout=60).json()["status"] == 200
-        probe = {"f": ("f.jpg", fixture("people/obama/obama2.jpg"), "image/jpeg")}
-        probe["meta"] = (None, '{"space":"0","images":[{"name":"f"}]}')
-        body = httpx.post(f"{api}/recognize", params=auth, files=probe, timeout=60).json()["body"]
-        assert body["objects"][0]["persons"][0]["tag"] == "person1"
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
-        assert 'smarty_requests_total{method="recognize",status="200"} 1.0' in metrics
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-    # A single-process uvicorn ends by re-raising SIGTERM (exit status 143 in a container) after a clean shutdown.
-    assert server.returncode in (0, -signal.SIGTERM), log.read_text()
-    assert "Application shutdown complete." in log.read_text()
+def test_the_wheel_installs_into_a_fresh_venv_and_serves(dist: dict[str, Path], tmp_path: Path) -> None:
+    """docker/install.sh with the wheel of ``python -m build`` into a fresh venv (what users install), then
+    `smarty-emulator serve` from it. (The builder stage's two steps from the source tree are tested with the container
+    tests: tests/container/test_builder_install.py.)"""
+    install_and_serve(dist["wheel"], [[]], tmp_path)
