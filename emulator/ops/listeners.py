@@ -35,6 +35,7 @@ log = logging.getLogger("emulator.proxy")
 
 PROTOCOL = "emulator.ops.listeners:ListenerProtocol"  # uvicorn's ``http`` option (an import string: workers too)
 MAX_HEAD_BYTES = 8192  # a CONNECT request's head; longer is refused
+HEAD_TIMEOUT_SECONDS = 10.0  # a proxy client that has not sent its whole CONNECT request by then is disconnected
 CONTEXT_WAIT_SECONDS = 60.0  # a connection during the warm-up waits this long for the certificate, as requests do
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
 HTTPS_PORT = 443
@@ -131,6 +132,7 @@ class ListenerProtocol(asyncio.Protocol):
         self.tls: Tls | None = app_state.get(TLS_STATE)
         self.transport: asyncio.Transport | None = None
         self.head = bytearray()
+        self.head_timer: asyncio.TimerHandle | None = None
 
     def _http(self) -> asyncio.Protocol:
         protocol: asyncio.Protocol = AutoHTTPProtocol(  # type: ignore[call-arg]
@@ -146,8 +148,8 @@ class ListenerProtocol(asyncio.Protocol):
         if tls is not None and port == tls.settings.tls_port:
             transport.pause_reading()  # the ClientHello stays in the socket until the handshake reads it
             self._spawn(self._serve_tls(transport))
-        elif tls is not None and port == tls.settings.proxy_port:
-            pass  # the CONNECT request comes in data_received
+        elif tls is not None and port == tls.settings.proxy_port:  # the CONNECT request comes in data_received
+            self.head_timer = self.loop.call_later(HEAD_TIMEOUT_SECONDS, transport.abort)
         else:
             http = self._http()
             transport.set_protocol(http)
@@ -163,6 +165,7 @@ class ListenerProtocol(asyncio.Protocol):
                 self._refuse(_reply(431, "Request Header Fields Too Large", "the request head is too long"))
             return
         self.transport.pause_reading()
+        self._stop_head_timer()
         if len(self.head) > end + 4:  # a client that did not wait for the answer: nothing to hand the bytes to
             self._refuse(_reply(400, "Bad Request", "data sent before the tunnel was established"))
             return
@@ -190,8 +193,14 @@ class ListenerProtocol(asyncio.Protocol):
 
     def _refuse(self, answer: bytes) -> None:
         assert self.transport is not None
+        self._stop_head_timer()
         self.transport.write(answer)
         self.transport.close()
+
+    def _stop_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
 
     def _spawn(self, work: Any) -> None:
         task = self.loop.create_task(work)
@@ -230,4 +239,5 @@ class ListenerProtocol(asyncio.Protocol):
         return None  # the proxy's client left before its CONNECT was answered: close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
         self.transport = None

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emulator.ops.tls import Authority, make_ca
 from tests.support import ci
 from tests.support import persons_client as api
 from tests.support.emulator_process import EmulatorProcess, run_cli
@@ -83,7 +84,9 @@ class TlsServer:
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
     root = tmp_path_factory.mktemp("tls")
     tls_port, proxy_port, export = free_port(), free_port(), root / "shared" / "ca.pem"
-    server = EmulatorProcess(root / "data", tls_port=tls_port, proxy_port=proxy_port, tls_ca_export=export).start()
+    server = EmulatorProcess(
+        root / "data", tls_port=tls_port, proxy_port=proxy_port, tls_ca_export=export, tls_hosts="emulator.test"
+    ).start()
     try:
         ca = root / "ca.pem"
         ca.write_bytes(httpx.get(f"{server.base_url}/emulator/ca.pem", timeout=30).content)
@@ -146,6 +149,30 @@ def test_connect_to_another_host_is_refused_and_logged(tls: TlsServer) -> None:
     assert done.returncode == 56 and b"403" in done.stderr, done  # curl: the proxy refused the tunnel
     log = tls.server.log()
     assert "refused CONNECT example.com:443" in log and "refused CONNECT smarty.mail.ru:80" in log
+
+
+def test_the_names_of_smarty_tls_hosts_are_served_too(tls: TlsServer) -> None:
+    done = curl("--proxy", tls.proxy, "--cacert", str(tls.ca), "https://emulator.test/emulator/health")
+    assert done.returncode == 0 and json.loads(done.stdout) == {"alive": True}, done
+    assert handshake(tls.tls_port, tls.ca.read_bytes(), server_name="emulator.test")
+
+
+def test_a_certificate_of_ones_own_is_served_instead(tmp_path: Path) -> None:
+    other = Authority.from_pem(make_ca())  # a CA that is not the emulator's
+    chain, key = other.issue(["smarty.mail.ru", "localhost"])
+    (tmp_path / "chain.pem").write_bytes(chain)
+    (tmp_path / "key.pem").write_bytes(key)
+    port = free_port()
+    server = EmulatorProcess(
+        tmp_path / "data", tls_port=port, tls_cert=tmp_path / "chain.pem", tls_key=tmp_path / "key.pem"
+    ).start()
+    try:
+        assert handshake(port, other.certificate_pem())
+        own_ca = httpx.get(f"{server.base_url}/emulator/ca.pem", timeout=30).content  # still the emulator's
+        with pytest.raises(ssl.SSLCertVerificationError):
+            handshake(port, own_ca)
+    finally:
+        server.stop()
 
 
 def test_a_go_client_with_the_real_base_url_runs_unchanged_through_the_proxy(
