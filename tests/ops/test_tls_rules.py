@@ -3,15 +3,17 @@ what the emulator's CA and server certificates say (checked with ``cryptography`
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import socket
 import ssl
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from emulator.ops.listeners import ConnectAction, connect_action, parse_target
+from emulator.ops.listeners import ConnectAction, _no_delay, connect_action, parse_target
 from emulator.ops.tls import Authority, certificate_names, make_ca, proxy_hosts, server_context
 from emulator.settings import Settings
 
@@ -65,3 +67,28 @@ def test_the_ca_and_the_server_certificate() -> None:
     leaf.verify_directly_issued_by(ca)
     assert b"PRIVATE KEY" in key and key not in record  # the server's own key, never the CA's
     assert isinstance(server_context(chain, key), ssl.SSLContext)
+
+
+def test_accepted_connections_do_not_wait_for_delayed_acks() -> None:
+    """The ports ``serve`` binds itself (``socket.create_server``) give asyncio sockets without a protocol number,
+    on which Python 3.11's asyncio leaves Nagle's algorithm on; the listeners turn it off, or every TLS response
+    would wait for the client's delayed ACK (~40 ms)."""
+    found: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            _no_delay(transport)
+            found.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def accept_one() -> None:
+        listening = socket.create_server(("127.0.0.1", 0))
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listening)
+        async with server:
+            _, writer = await asyncio.open_connection(*listening.getsockname())
+            while not found:
+                await asyncio.sleep(0.01)
+            writer.close()
+
+    asyncio.run(accept_one())
+    assert found == [1]
