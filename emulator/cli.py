@@ -116,7 +116,11 @@ def serve_with_tls(settings: Settings, config: uvicorn.Config) -> int:
         for port, what in ((settings.tls_port, "HTTPS"), (settings.proxy_port, "the HTTPS proxy")):
             if port:
                 family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-                sock = socket.create_server((settings.host, port), family=family, backlog=config.backlog)
+                try:
+                    sock = socket.create_server((settings.host, port), family=family, backlog=config.backlog)
+                except OSError as exc:  # as uvicorn does for the plain port: one line, no traceback
+                    print(f"smarty-emulator: {what} cannot listen on {settings.host}:{port}: {exc}", file=sys.stderr)
+                    return 1
                 sock.set_inheritable(True)
                 sockets.append(sock)
                 print(f"smarty-emulator: {what} on {settings.host}:{port}", file=sys.stderr, flush=True)

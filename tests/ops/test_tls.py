@@ -263,3 +263,12 @@ def test_two_workers_serve_tls_and_the_proxy(tmp_path: Path) -> None:
     finally:
         assert server.stop() == 0
     assert 1 <= len(leaves) <= 2  # one server certificate per worker, all from the one CA
+
+
+def test_a_taken_tls_port_stops_serve_with_one_clear_line(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = run_cli("serve", "--port", str(free_port()), "--tls-port", str(port), "--data-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert f"smarty-emulator: HTTPS cannot listen on 127.0.0.1:{port}: " in done.stderr
+    assert "Traceback" not in done.stderr
