@@ -38,7 +38,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from testcontainers.core.container import DockerContainer
+try:
+    from testcontainers.core.container import DockerContainer
+except ImportError as exc:  # the extra is not installed: say which
+    raise ImportError(
+        "emulator.testcontainers needs testcontainers-python: pip install 'smarty-emulator[testcontainers]'"
+    ) from exc
 
 PORT = 8080
 TLS_PORT = 8443
