@@ -26,7 +26,7 @@ from emulator.ops.datadir import DataDirError
 from emulator.ops.health import build_health_router
 from emulator.ops.memory import enable_trimming
 from emulator.ops.metrics import Metrics, build_metrics_router
-from emulator.ops.tls import TLS_STATE
+from emulator.ops.tls import TLS_STATE, TlsError
 from emulator.persons.hooks import Hook
 from emulator.runtime import Runtime
 from emulator.settings import Settings
@@ -101,7 +101,7 @@ async def _storage_failed(request: Request, exc: Exception) -> JSONResponse:
 def _start(runtime: Runtime) -> None:
     try:
         runtime.start()
-    except (StoreError, DataDirError) as exc:  # a cause its message names (data dir, database file): no traceback
+    except (StoreError, DataDirError, TlsError) as exc:  # a cause its message names (data dir, database, certificate)
         log.error("startup failed: the emulator will not become ready: %s", exc)
     except Exception:  # readiness reports it; the process stays up for the health check to see
         log.exception("startup failed: the emulator will not become ready")

@@ -47,6 +47,11 @@ SERVER_LIFETIME = datetime.timedelta(days=397)
 BACKDATE = datetime.timedelta(days=1)  # a client whose clock is a little behind still accepts a fresh certificate
 
 
+class TlsError(Exception):
+    """The certificate cannot be served (``SMARTY_TLS_CERT`` or ``SMARTY_TLS_KEY`` unreadable or not a pair); the
+    message names the setting. Readiness reports it and the process stays up, as for other startup failures."""
+
+
 class SharedRecord(Protocol):
     """What this module needs of a store."""
 
@@ -246,8 +251,13 @@ class Tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.set_alpn_protocols(["http/1.1"])
-            context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
-            log.info("TLS: serving the certificate of %s", self.settings.tls_cert)
+            cert, key = self.settings.tls_cert, self.settings.tls_key
+            try:
+                context.load_cert_chain(cert, key)
+            except OSError as exc:  # ssl.SSLError too; ssl's own message names neither file
+                reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+                raise TlsError(f"SMARTY_TLS_CERT={cert} with SMARTY_TLS_KEY={key} cannot be served: {reason}") from exc
+            log.info("TLS: serving the certificate of %s", cert)
         else:
             names = certificate_names(self.settings)
             context = server_context(*authority.issue(names))

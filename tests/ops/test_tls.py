@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -272,3 +273,22 @@ def test_a_taken_tls_port_stops_serve_with_one_clear_line(tmp_path: Path) -> Non
     assert done.returncode == 1
     assert f"smarty-emulator: HTTPS cannot listen on 127.0.0.1:{port}: " in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_certificate_that_cannot_be_read_is_reported_by_readiness(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    server = EmulatorProcess(tmp_path / "data", tls_port=free_port(), tls_cert=missing, tls_key=missing)
+    server.start(wait="alive")
+    try:
+        deadline = time.monotonic() + 60
+        while "error" not in (report := httpx.get(f"{server.base_url}/emulator/ready", timeout=30).json()):
+            assert time.monotonic() < deadline, report
+            time.sleep(0.1)
+        assert report["ready"] is False
+        assert report["error"] == (
+            f"TlsError: SMARTY_TLS_CERT={missing} with SMARTY_TLS_KEY={missing} cannot be served: "
+            "No such file or directory"
+        )
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
