@@ -48,8 +48,9 @@ BACKDATE = datetime.timedelta(days=1)  # a client whose clock is a little behind
 
 
 class TlsError(Exception):
-    """The certificate cannot be served (``SMARTY_TLS_CERT`` or ``SMARTY_TLS_KEY`` unreadable or not a pair); the
-    message names the setting. Readiness reports it and the process stays up, as for other startup failures."""
+    """The certificate cannot be served (``SMARTY_TLS_CERT`` or ``SMARTY_TLS_KEY`` unreadable or not a pair), or the
+    CA certificate cannot be written where ``SMARTY_TLS_CA_EXPORT`` says; the message names the setting. Readiness
+    reports it and the process stays up, as for other startup failures."""
 
 
 class SharedRecord(Protocol):
@@ -246,7 +247,10 @@ class Tls:
         the record's CA; write the CA certificate to ``SMARTY_TLS_CA_EXPORT`` if set."""
         authority = Authority.of(store)
         if self.settings.tls_ca_export:
-            write_ca_copy(Path(self.settings.tls_ca_export), authority.certificate_pem())
+            try:
+                write_ca_copy(Path(self.settings.tls_ca_export), authority.certificate_pem())
+            except OSError as exc:
+                raise TlsError(f"SMARTY_TLS_CA_EXPORT={self.settings.tls_ca_export}: {exc.strerror or exc}") from exc
         if self.settings.tls_cert:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -176,6 +176,20 @@ def test_a_certificate_of_ones_own_is_served_instead(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.parametrize(
+    ("head", "answer"),
+    [
+        ("CONNECT smarty.mail.ru:443 HTTP/1.1\r\n\r\n\x16\x03\x01", b"HTTP/1.1 400 "),  # TLS before the 200
+        ("CONNECT smarty.mail.ru:443 HTTP/1.1\r\nX-Long: " + "a" * 9000, b"HTTP/1.1 431 "),
+        ("CONNECT smarty.mail.ru HTTP/1.1\r\n\r\n", b"HTTP/1.1 400 "),
+        ("\x16\x03\x01 not http\r\n\r\n", b"HTTP/1.1 400 "),
+    ],
+    ids=["data-before-the-tunnel", "head-too-long", "no-port", "not-http"],
+)
+def test_malformed_proxy_requests_are_refused(tls: TlsServer, head: str, answer: bytes) -> None:
+    assert raw_proxy_request(tls.proxy_port, head).startswith(answer)
+
+
 def test_a_go_client_with_the_real_base_url_runs_unchanged_through_the_proxy(
     tls: TlsServer, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
