@@ -199,7 +199,7 @@ def test_a_go_client_with_the_real_base_url_runs_unchanged_through_the_proxy(
     build = tmp_path_factory.mktemp("go")
     binary = build / "goclient"
     env = {**client_env(), "GOCACHE": str(build / "cache"), "GOPATH": str(build / "path"), "GOPROXY": "off"}
-    env.update(GOFLAGS="", GO111MODULE="on")  # Go's own defaults otherwise: its prebuilt standard library is used
+    env.update(GOFLAGS="", GO111MODULE="on", GOTOOLCHAIN="local")  # offline; Go's prebuilt standard library
     built = subprocess.run(
         [go, "build", "-o", str(binary), "."], cwd=CLIENTS / "goclient", env=env, capture_output=True, timeout=300
     )
