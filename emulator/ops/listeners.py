@@ -232,6 +232,8 @@ class ListenerProtocol(asyncio.Protocol):
 
     async def _serve_tls(self, transport: asyncio.Transport) -> None:
         context = await self._context()
+        if transport.is_closing():  # the client left while the certificate was still loading
+            return
         if context is None:
             log.warning("TLS: no certificate %.0f s after the start: connection closed", CONTEXT_WAIT_SECONDS)
             transport.abort()
