@@ -10,7 +10,7 @@ IN_CI := $(filter 1 true yes True Yes TRUE YES,$(CI))
 # (tests/support/parallel.py). PARALLEL= runs it in one process.
 PARALLEL ?= -n auto --dist loadscope --no-loadscope-reorder
 
-.PHONY: run test test-arm64 lint chromium postgresql container-tools arm64-tools bench soak
+.PHONY: run test test-arm64 lint chromium postgresql golang container-tools arm64-tools bench soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ run: $(BIN)/python
 
 # In CI (CI=true, or 1 or yes, as tests/support/ci.py reads it) the arm64 image test runs too, so its emulation is
 # set up there.
-test: $(BIN)/python chromium postgresql container-tools $(if $(IN_CI),arm64-tools)
+test: $(BIN)/python chromium postgresql golang container-tools $(if $(IN_CI),arm64-tools)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -67,6 +67,11 @@ chromium:
 # start their own throw-away server), installed where missing.
 postgresql:
 	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then $(call apt-install,postgresql,the PostgreSQL tests); fi
+
+# Debian's Go for the test of a Go client that reaches the emulator through its HTTPS proxy (it builds from the
+# standard library alone, offline), installed where missing.
+golang:
+	@if ! command -v go >/dev/null 2>&1; then $(call apt-install,golang-go,the Go client test); fi
 
 # Podman (with runc: crun fails on hosts whose cgroups are in hybrid mode) and debootstrap, which makes the base
 # image the container tests build on (no container registry is needed), installed where missing.

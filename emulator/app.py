@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -20,10 +21,12 @@ from emulator.control.ui import build_login_router, build_ui_router
 from emulator.face.engine import DlibEngine, FaceEngine
 from emulator.face.from_settings import engine_from_settings
 from emulator.ops import logs
+from emulator.ops.ca_route import build_ca_router
 from emulator.ops.datadir import DataDirError
 from emulator.ops.health import build_health_router
 from emulator.ops.memory import enable_trimming
 from emulator.ops.metrics import Metrics, build_metrics_router
+from emulator.ops.tls import TLS_STATE, TlsError
 from emulator.persons.hooks import Hook
 from emulator.runtime import Runtime
 from emulator.settings import Settings
@@ -47,12 +50,13 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     runtime.observers += [metrics.observe, logs.RequestLog()]
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:  # the lifespan state: a mapping with TLS on, else None
         # The server answers at once (liveness, readiness 503); the store and models come up in the background.
         warm_up = threading.Thread(target=_start, args=(runtime,), name="warm-up", daemon=True)
         warm_up.start()
         try:
-            yield
+            # The HTTPS port and the proxy (emulator/ops/listeners.py) find the process's certificate here.
+            yield {TLS_STATE: runtime.tls} if runtime.tls.enabled else None
         finally:
             runtime.stopping.set()  # a startup still waiting for its database gives up
             warm_up.join(timeout=WARM_UP_JOIN_SECONDS)
@@ -70,6 +74,7 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app.include_router(build_login_router(runtime))
     app.include_router(build_ui_router(runtime))
     app.include_router(build_health_router(runtime))
+    app.include_router(build_ca_router(runtime))
     app.include_router(build_metrics_router(metrics, runtime))
     app.include_router(build_admin_router(runtime))
     app.add_exception_handler(StoreError, _storage_failed)  # the admin API's (persons requests answer envelopes)
@@ -96,7 +101,7 @@ async def _storage_failed(request: Request, exc: Exception) -> JSONResponse:
 def _start(runtime: Runtime) -> None:
     try:
         runtime.start()
-    except (StoreError, DataDirError) as exc:  # a cause its message names (data dir, database file): no traceback
+    except (StoreError, DataDirError, TlsError) as exc:  # a cause its message names (data dir, database, certificate)
         log.error("startup failed: the emulator will not become ready: %s", exc)
     except Exception:  # readiness reports it; the process stays up for the health check to see
         log.exception("startup failed: the emulator will not become ready")

@@ -7,9 +7,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emulator.settings import SETTINGS, Settings, SettingsError
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def markdown_table() -> str:
@@ -63,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(serve)
     commands.add_parser("settings", help="Print the settings table (Markdown).")
     commands.add_parser("settings-types", help="Print emulator/settings_types.pyi (the settings' types, for mypy).")
+    ca = commands.add_parser("ca", help="Print the emulator's CA certificate (PEM) for clients to trust.")
+    _add_setting_flags(ca)
     export = commands.add_parser("export", help="Write a snapshot of everything, a client or a space to a file.")
     export.add_argument("file", help="Snapshot file to write (`-`: standard output; `.gz`: compressed).")
     export.add_argument("--client", default=None, help="Only this client.")
@@ -118,12 +123,70 @@ def serve(args: argparse.Namespace) -> int:
             "access_log": settings.access_log,  # off by default: persons requests have their own line, without query
             "timeout_graceful_shutdown": settings.shutdown_timeout,  # then requests in flight get the envelope
         }
+        if settings.tls_port or settings.proxy_port:
+            return serve_with_tls(settings, uvicorn.Config("emulator.app:app_from_env", **options))
         if settings.workers > 1:
             from emulator.ops.supervisor import run_workers
 
             run_workers(uvicorn.Config("emulator.app:app_from_env", **options))  # refuses new connections at once
         else:
             uvicorn.run("emulator.app:app_from_env", **options)
+    return 0
+
+
+def serve_with_tls(settings: Settings, config: uvicorn.Config) -> int:
+    """``serve`` with the HTTPS port or the proxy: every port is bound here, then served by one uvicorn server per
+    process whose protocol tells them apart (:mod:`emulator.ops.listeners`); with ``--workers N`` the supervisor
+    hands all of them to every worker."""
+    import socket
+
+    import uvicorn
+
+    from emulator.ops.listeners import PROTOCOL
+    from emulator.ops.supervisor import run_workers
+
+    config.http = PROTOCOL
+    sockets = [config.bind_socket()]  # logs "Uvicorn running on http://..."
+    try:
+        for port, what in ((settings.tls_port, "HTTPS"), (settings.proxy_port, "the HTTPS proxy")):
+            if port:
+                family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+                try:
+                    sock = socket.create_server((settings.host, port), family=family, backlog=config.backlog)
+                except OSError as exc:  # as uvicorn does for the plain port: one line, no traceback
+                    print(f"smarty-emulator: {what} cannot listen on {settings.host}:{port}: {exc}", file=sys.stderr)
+                    return 1
+                sock.set_inheritable(True)
+                sockets.append(sock)
+                print(f"smarty-emulator: {what} on {settings.host}:{port}", file=sys.stderr, flush=True)
+        if settings.workers > 1:
+            run_workers(config, sockets)
+            return 0
+        server = uvicorn.Server(config)
+        server.run(sockets=sockets)
+        return 0 if server.started else 3  # 3: uvicorn's code for a server that could not start
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def print_ca(settings: Settings) -> int:
+    """``smarty-emulator ca``: the CA certificate of the record (the data dir, or PostgreSQL), made if it has none
+    yet, so that a client can be given it before the server first starts. Never the key."""
+    from emulator.ops.tls import Tls
+    from emulator.store import store_from_settings
+    from emulator.store.records import StoreError
+
+    store = store_from_settings(settings)
+    try:
+        if settings.database_url:
+            store.open()  # its tables (the CA's row); the data dir needs nothing opened
+        sys.stdout.write(Tls(settings).ca_pem(store).decode())
+    except StoreError as exc:
+        print(f"smarty-emulator: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
     return 0
 
 
@@ -137,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "settings-types":
             print(settings_types(), end="")
             return 0
+        if args.command == "ca":
+            return print_ca(load_settings(args))
         if args.command in ("export", "import", "seed"):
             from emulator.control import commands
 

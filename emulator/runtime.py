@@ -20,6 +20,7 @@ from emulator.control.state import BOOT_ID_ENV, SharedState, SqliteSharedState
 from emulator.face.engine import FaceEngine
 from emulator.ops.datadir import check_data_dir
 from emulator.ops.observe import Observer, RequestRecord
+from emulator.ops.tls import Tls
 from emulator.persons.auth import TokenDirectory
 from emulator.persons.clients import parse_clients, parse_oauth_clients
 from emulator.persons.oauth import TokenIssuer
@@ -81,6 +82,7 @@ class Runtime:
         )
         self.directory = TokenDirectory(service_clients, self.oauth)
         self.journal = Journal(self.shared, int(self.settings.journal_size))
+        self.tls = Tls(self.base_settings)  # the HTTPS port's and the proxy's certificate, loaded at startup
         self.observers.append(self.journal)
 
     def _shared_state(self) -> SharedState:
@@ -227,6 +229,8 @@ class Runtime:
                 self.store.open()
                 if self.state_is_remote:
                     self.oauth.load_secret()  # never on the event loop, where tokens are checked
+                if self.tls.enabled:
+                    self.tls.load(self.store)  # the CA is in the record: the same for every worker and replica
             except StoreError as exc:
                 if not self.state_is_remote:
                     raise

@@ -102,6 +102,47 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "127.0.0.1", "Address to listen on."),
     Setting("port", int, 8080, "Port to listen on.", minimum=0, maximum=65535),
     Setting(
+        "tls_port",
+        int,
+        0,
+        "Port to serve the same app over HTTPS on, beside `SMARTY_PORT` (on `SMARTY_HOST`), with a certificate "
+        "from the emulator's own CA (see docs/operations.md). 0: off.",
+        minimum=0,
+        maximum=65535,
+    ),
+    Setting(
+        "proxy_port",
+        int,
+        0,
+        "Port of an HTTPS proxy for clients that honour `HTTPS_PROXY`: `CONNECT smarty.mail.ru:443` and "
+        "`CONNECT mcs.mail.ru:443` (and the names of `SMARTY_TLS_HOSTS`) are served by the emulator over TLS; any "
+        "other target is refused with 403. 0: off.",
+        minimum=0,
+        maximum=65535,
+    ),
+    Setting(
+        "tls_hosts",
+        str,
+        "",
+        "More names or IP addresses, comma-separated, for the emulator's certificate (beside `smarty.mail.ru`, "
+        "`mcs.mail.ru`, `localhost` and `127.0.0.1`); the proxy accepts `CONNECT` to these names too.",
+    ),
+    Setting(
+        "tls_cert",
+        str,
+        "",
+        "A certificate (PEM, with its chain) of your own for the HTTPS port and the proxy, instead of one from the "
+        "emulator's CA; needs `SMARTY_TLS_KEY`.",
+    ),
+    Setting("tls_key", str, "", "The private key (PEM) of `SMARTY_TLS_CERT`."),
+    Setting(
+        "tls_ca_export",
+        str,
+        "",
+        "A file to write the emulator's CA certificate to at startup (PEM, never its key), e.g. on a volume that "
+        "client containers mount to trust it.",
+    ),
+    Setting(
         "data_dir",
         Path,
         Path("data"),
@@ -371,6 +412,11 @@ class Settings(SettingTypes):
         scheme = settings.database_url.partition("://")[0] if "://" in settings.database_url else None
         if scheme is not None and scheme not in ("postgresql", "postgres"):
             raise SettingsError(f"SMARTY_DATABASE_URL: expected postgresql://..., not {scheme}://")
+        if bool(settings.tls_cert) != bool(settings.tls_key):
+            raise SettingsError("SMARTY_TLS_CERT and SMARTY_TLS_KEY go together: give both or neither")
+        ports = [p for p in (settings.port, settings.tls_port, settings.proxy_port) if p]
+        if len(ports) != len(set(ports)):
+            raise SettingsError("SMARTY_PORT, SMARTY_TLS_PORT and SMARTY_PROXY_PORT must be different ports")
         if settings.admin == "token" and not settings.admin_token:
             raise SettingsError("SMARTY_ADMIN=token needs SMARTY_ADMIN_TOKEN")
         return settings

@@ -74,6 +74,9 @@ def test_every_setting_is_a_flag_and_an_environment_variable(setting: Setting) -
     env = {setting.env: value}
     if setting.name == "admin" and value == "token":
         env["SMARTY_ADMIN_TOKEN"] = "t"
+    partner = {"tls_cert": "SMARTY_TLS_KEY", "tls_key": "SMARTY_TLS_CERT"}.get(setting.name)
+    if partner:  # a certificate and its key go together
+        env[partner] = "y"
     assert getattr(Settings.from_sources(env), setting.name) == expected
     args = build_parser().parse_args(["serve", setting.flag, value])
     overrides = {setting.name: getattr(args, setting.name)}
@@ -91,6 +94,11 @@ def test_every_setting_is_a_flag_and_an_environment_variable(setting: Setting) -
         ({"SMARTY_PORT": "70000"}, "SMARTY_PORT='70000': must be at most 65535"),
         ({"SMARTY_LOG_FORMAT": "xml"}, "SMARTY_LOG_FORMAT='xml': expected one of human, json"),
         ({"SMARTY_ACCESS_LOG": "maybe"}, "SMARTY_ACCESS_LOG='maybe': expected true or false"),
+        ({"SMARTY_TLS_CERT": "cert.pem"}, "SMARTY_TLS_CERT and SMARTY_TLS_KEY go together: give both or neither"),
+        (
+            {"SMARTY_TLS_PORT": "8080"},
+            "SMARTY_PORT, SMARTY_TLS_PORT and SMARTY_PROXY_PORT must be different ports",
+        ),
     ],
 )
 def test_a_wrong_value_names_the_setting(env: dict[str, str], message: str) -> None:

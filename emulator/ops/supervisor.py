@@ -34,10 +34,12 @@ class Supervisor(Multiprocess):
         self.should_exit.set()  # uvicorn's own loop then stops the workers at once (not at its next 0.5 s tick)
 
 
-def run_workers(config: Config) -> None:
-    """What ``uvicorn.run`` does for ``workers > 1``, with :class:`Supervisor`."""
-    sock = config.bind_socket()
+def run_workers(config: Config, sockets: list[socket] | None = None) -> None:
+    """What ``uvicorn.run`` does for ``workers > 1``, with :class:`Supervisor`; ``sockets`` bound already (the HTTPS
+    port and the proxy beside the plain port), else the plain port is bound here."""
+    bound = sockets or [config.bind_socket()]
     try:
-        Supervisor(config, sockets=[sock]).run()
+        Supervisor(config, sockets=bound).run()
     finally:
-        sock.close()
+        for sock in bound:
+            sock.close()

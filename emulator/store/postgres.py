@@ -29,7 +29,7 @@ import logging
 import math
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -363,6 +363,18 @@ class PostgresStore(SqlInventory):
                 (name, secrets.token_bytes(32)),
             )
             row = conn.execute("SELECT value FROM secrets WHERE name = %s", (name,)).fetchone()
+        assert row is not None
+        return bytes(row[0])
+
+    def shared_value(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """A value of the record (the TLS certificate authority) in the ``secrets`` table: the first replica to ask
+        inserts ``make()``'s; replicas racing to insert it all read the one row that won."""
+        with self.database.connection("read a shared value from") as conn:
+            row = conn.execute("SELECT value FROM secrets WHERE name = %s", (name,)).fetchone()
+            if row is None:
+                value = make()
+                conn.execute("INSERT INTO secrets (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING", (name, value))
+                row = conn.execute("SELECT value FROM secrets WHERE name = %s", (name,)).fetchone()
         assert row is not None
         return bytes(row[0])
 

@@ -229,6 +229,12 @@ class Store(Protocol):
         and the same for every process sharing the record."""
         ...
 
+    def shared_value(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """The value named ``name`` kept with the record (the TLS certificate authority), the same for every process
+        sharing the record: the first to ask stores what ``make()`` returns; when several ask at once, one value
+        wins and all of them get it. It stays as private as the record itself (SQLite: a file of mode 0600)."""
+        ...
+
     def exclusive(self, name: str) -> AbstractContextManager[None]:
         """Hold the lock named ``name`` against every process sharing the record (seeding at startup)."""
         ...

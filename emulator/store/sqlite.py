@@ -23,7 +23,7 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -338,6 +338,10 @@ class SqliteStore(SqlInventory):
         """The data dir's secret file ``<name>-secret`` (``oauth-secret``), created once."""
         return file_secret(self.data_dir / f"{name}-secret")
 
+    def shared_value(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """The data dir's file ``<name>`` (mode 0600), created once: the first process to link it wins."""
+        return file_value(self.data_dir / name, make)
+
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
         """An exclusive ``flock`` on ``<name>.lock`` in the data dir (every worker process of it)."""
@@ -353,6 +357,31 @@ class SqliteStore(SqlInventory):
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def file_value(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The bytes in ``path``, created on first use atomically with what ``make()`` returns (mode 0600, written in
+    full under a temporary name, then linked): the first writer wins, nobody ever reads a partial file."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(make())
+                file.flush()
+                os.fsync(file.fileno())
+            with contextlib.suppress(FileExistsError):  # another process got there first: theirs wins
+                os.link(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+        return path.read_bytes()
+    except OSError as exc:
+        raise StoreError(f"could not keep {path}: {exc.strerror or exc}") from exc
 
 
 def file_secret(path: Path) -> bytes:

@@ -1,5 +1,6 @@
 """docker/compose.yaml under podman-compose: both compose files validate, and the stack comes up with the
-no-registry override, its client calling the emulator only once it is healthy and exiting 0."""
+no-registry override, its client calling the emulator only once it is healthy, at https://smarty.mail.ru (the
+emulator's network alias, its CA from the shared volume), and exiting 0."""
 
 from __future__ import annotations
 
@@ -63,8 +64,11 @@ def test_compose_up_the_client_calls_a_healthy_emulator_and_exits_0(podman: Podm
     finally:
         compose(podman, image, "-p", project, *files, "down", "-v", "-t", "5", timeout=120)
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-    answer = json.loads(smoke_log.strip().splitlines()[-1])
+    *_, called_url, last = smoke_log.strip().splitlines()
+    answer = json.loads(last)
     assert answer["status"] == 200 and answer["body"] == {}, smoke_log
+    # By the real service's name, over HTTPS, trusting the CA the emulator wrote to the shared volume.
+    assert called_url == "https://smarty.mail.ru/api/v1/persons/truncate", smoke_log
     # The emulator's JSON log: ready (the state its health check reports) before the client's first request.
     lines = (emulator_log.stdout + emulator_log.stderr).splitlines()
     events = [json.loads(line) for line in lines if line.startswith("{")]

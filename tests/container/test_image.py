@@ -11,7 +11,7 @@ from tests.container.launch import FIGURES, Podman
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 MiB = 1024 * 1024
-BUDGET_OVER_BASE = 160 * MiB
+BUDGET_OVER_BASE = 180 * MiB
 COMPILERS = ("gcc", "cc", "c++", "g++", "clang", "ld", "as", "make", "cmake")
 
 
@@ -41,8 +41,8 @@ def test_the_final_stage_adds_no_compiler_pip_cache_tests_or_sources(
     added = {path for kind, path in changes if kind == "A"}
     assert "/opt/venv/bin/smarty-emulator" in added and "/data" in added
     outside = {p for p in added if not p.startswith(("/opt/venv", "/data"))}
-    # useradd's own backups are the only other new files
-    assert outside <= {"/etc/gshadow-", "/etc/shadow-"}, outside
+    # useradd's own backups, and the empty /ca where the compose recipe has the emulator write its CA certificate
+    assert outside <= {"/etc/gshadow-", "/etc/shadow-", "/ca"}, outside
     changed = {path for kind, path in changes if kind == "C"}
     assert changed <= {
         "/etc",

@@ -118,10 +118,10 @@ def test_compose_file() -> None:
     emulator = compose["services"]["emulator"]
     assert emulator["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
     assert emulator["healthcheck"]["test"] == ["CMD", "python", "-m", "emulator.healthcheck"]
-    [volume] = emulator["volumes"]
-    name, target = volume.split(":")
+    data, ca = emulator["volumes"]
+    name, target = data.split(":")
     assert target == "/data" and name in compose["volumes"]  # a named volume
-    assert emulator["ports"] == ["8080:8080"]
+    assert emulator["ports"] == ["8080:8080", "8443:443"]
     # Settings as environment variables: every one is a real setting, and together they validate.
     environment: dict[str, str] = emulator["environment"]
     known = {setting.env for setting in SETTINGS}
@@ -131,6 +131,23 @@ def test_compose_file() -> None:
     # A second service starts only once the emulator is healthy.
     others = [service for name, service in compose["services"].items() if name != "emulator"]
     assert any(s.get("depends_on", {}).get("emulator") == {"condition": "service_healthy"} for s in others)
+
+
+def test_compose_serves_the_real_hosts_over_https_to_a_client_that_trusts_its_ca() -> None:
+    compose: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    emulator, smoke = compose["services"]["emulator"], compose["services"]["smoke"]
+    assert emulator["networks"]["default"]["aliases"] == ["smarty.mail.ru", "mcs.mail.ru"]
+    settings = Settings.from_sources({k: str(v) for k, v in emulator["environment"].items()})
+    assert settings.tls_port == 443 and settings.tls_ca_export == "/ca/ca.pem"
+    assert emulator["sysctls"] == {"net.ipv4.ip_unprivileged_port_start": "443"}  # uid 10001 binds 443
+    # The CA certificate reaches the client through a named volume of its own (not the data volume: the key).
+    ca_volume = "smarty-ca"
+    assert f"{ca_volume}:/ca" in emulator["volumes"] and ca_volume in compose["volumes"]
+    assert smoke["volumes"] == [f"{ca_volume}:/ca:ro"] and smoke["environment"]["CURL_CA_BUNDLE"] == "/ca/ca.pem"
+    assert "https://smarty.mail.ru/api/v1/persons/" in " ".join(smoke["command"])
+    # The image makes /ca the emulator's, so that a new volume there is writable by uid 10001.
+    _, final = stages()
+    assert any("mkdir -p /data /ca" in run and "chown smarty:smarty /data /ca" in run for run in args(final, "RUN"))
 
 
 def test_compose_file_of_two_replicas_on_postgres() -> None:

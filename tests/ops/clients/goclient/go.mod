@@ -1,0 +1,3 @@
+module smartyclient
+
+go 1.19

@@ -1,0 +1,94 @@
+"""The rules of the HTTPS side without a server: which CONNECT targets the proxy serves, how a target is read, and
+what the emulator's CA and server certificates say (checked with ``cryptography`` and Python's ``ssl``)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import socket
+import ssl
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from emulator.ops.listeners import ConnectAction, _no_delay, connect_action, parse_target
+from emulator.ops.tls import Authority, certificate_names, make_ca, proxy_hosts, server_context
+from emulator.settings import Settings
+
+SERVED = proxy_hosts(Settings.from_sources({}, {"tls_hosts": "Emulator.Test., 10.0.0.7"}))
+
+
+def test_the_proxy_serves_the_real_hosts_and_the_configured_names_on_443_only() -> None:
+    assert sorted(SERVED) == ["10.0.0.7", "emulator.test", "mcs.mail.ru", "smarty.mail.ru"]
+    for host in SERVED:
+        assert connect_action(host, 443, SERVED) is ConnectAction.SERVE
+    assert connect_action("smarty.mail.ru", 80, SERVED) is ConnectAction.REFUSE
+    assert connect_action("example.com", 443, SERVED) is ConnectAction.REFUSE
+    assert connect_action("mail.ru", 443, SERVED) is ConnectAction.REFUSE
+
+
+@pytest.mark.parametrize(
+    ("target", "parsed"),
+    [
+        ("smarty.mail.ru:443", ("smarty.mail.ru", 443)),
+        ("SMARTY.Mail.RU.:443", ("smarty.mail.ru", 443)),
+        ("[::1]:443", ("::1", 443)),
+        ("smarty.mail.ru", None),
+        ("smarty.mail.ru:", None),
+        (":443", None),
+        ("smarty.mail.ru:99999", None),
+        ("smarty.mail.ru:https", None),
+    ],
+)
+def test_a_connect_target_is_host_and_port(target: str, parsed: tuple[str, int] | None) -> None:
+    assert parse_target(target) == parsed
+
+
+def test_the_ca_and_the_server_certificate() -> None:
+    record = make_ca()
+    assert record.count(b"PRIVATE KEY-----") == 2 and record.count(b"BEGIN CERTIFICATE") == 1
+    authority = Authority.from_pem(record)
+    assert b"PRIVATE KEY" not in authority.certificate_pem()
+    ca = authority.certificate
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    names = certificate_names(Settings.from_sources({}, {"tls_hosts": "emulator.test,10.0.0.7"}))
+    assert names == ("smarty.mail.ru", "mcs.mail.ru", "localhost", "127.0.0.1", "emulator.test", "10.0.0.7")
+    chain, key = authority.issue(names)
+    leaf = x509.load_pem_x509_certificates(chain)[0]
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["smarty.mail.ru", "mcs.mail.ru", "localhost", "emulator.test"]
+    ips = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("10.0.0.7")]
+    assert san.get_values_for_type(x509.IPAddress) == ips
+    assert leaf.issuer == ca.subject
+    assert ExtendedKeyUsageOID.SERVER_AUTH in leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert leaf.not_valid_after_utc - datetime.datetime.now(datetime.UTC) < datetime.timedelta(days=398)
+    leaf.verify_directly_issued_by(ca)
+    assert b"PRIVATE KEY" in key and key not in record  # the server's own key, never the CA's
+    assert isinstance(server_context(chain, key), ssl.SSLContext)
+
+
+def test_accepted_connections_do_not_wait_for_delayed_acks() -> None:
+    """The ports ``serve`` binds itself (``socket.create_server``) give asyncio sockets without a protocol number,
+    on which Python 3.11's asyncio leaves Nagle's algorithm on; the listeners turn it off, or every TLS response
+    would wait for the client's delayed ACK (~40 ms)."""
+    found: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            _no_delay(transport)
+            found.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def accept_one() -> None:
+        listening = socket.create_server(("127.0.0.1", 0))
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listening)
+        async with server:
+            _, writer = await asyncio.open_connection(*listening.getsockname())
+            while not found:
+                await asyncio.sleep(0.01)
+            writer.close()
+
+    asyncio.run(accept_one())
+    assert found == [1]
