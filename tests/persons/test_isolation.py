@@ -36,7 +36,9 @@ OBAMA, BIDEN = "people/obama/obama.jpg", "people/biden/biden.jpg"
 B_SPACES = (0, 7)
 # Health and readiness are for orchestrators; the demo page's sign-in form only sets the admin cookie after it has
 # checked the token itself (tests/test_ui.py).
-ALWAYS_OPEN = {"/emulator/health", "/emulator/ready", "/emulator/ui/login"}
+# Open whatever SMARTY_ADMIN says: health and readiness, the sign-in page, and the CA certificate (public by nature;
+# test_the_ca_certificate_is_open_to_anyone_and_holds_no_key checks that it is all it serves).
+ALWAYS_OPEN = {"/emulator/health", "/emulator/ready", "/emulator/ui/login", "/emulator/ca.pem"}
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +210,13 @@ def test_admin_api_needs_the_admin_token(two_clients: EmulatorServer) -> None:
         for m, p in routes
         if m == "GET"
     )
+
+
+def test_the_ca_certificate_is_open_to_anyone_and_holds_no_key(two_clients: EmulatorServer) -> None:
+    response = two_clients.http.get("/emulator/ca.pem")
+    assert response.status_code == 200, response.text
+    assert response.text.startswith("-----BEGIN CERTIFICATE-----") and response.text.count("-----BEGIN") == 1
+    assert "PRIVATE KEY" not in response.text
 
 
 def test_admin_api_is_never_open_on_a_public_bind(engine: Any, backend: Backend, tmp_path: Path) -> None:
