@@ -22,17 +22,14 @@ registering it costs nothing.
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from emulator.admin_client import AdminCalls
 from emulator.launcher import EmulatorError, ServerProcess, run_cli
 
 START_TIMEOUT_S = 180.0
@@ -40,7 +37,7 @@ PROVIDER = "mcs"
 TOKEN = "smarty-emulator-test-token"
 
 
-class SmartyEmulator(ServerProcess):
+class SmartyEmulator(ServerProcess, AdminCalls):
     """A running emulator and helpers to drive it from tests.
 
     * ``base_url`` — what clients use as the API base: ``http://127.0.0.1:PORT/api``;
@@ -62,65 +59,12 @@ class SmartyEmulator(ServerProcess):
         self.provider = PROVIDER
         self._initial_settings: dict[str, Any] = {}
 
-    # --- admin API -----------------------------------------------------------------------
+    # --- admin API (the helpers are emulator.admin_client's) ------------------------------
 
-    def admin(self, method: str, path: str, body: Any = None, query: Mapping[str, Any] | None = None) -> Any:
-        """Call the admin API (``path`` under the server root) and return its decoded JSON."""
-        url = self.url + path
-        if query:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")
-            raise EmulatorError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
-        return json.loads(raw) if raw else None
+    admin_error = EmulatorError
 
-    def add_fault(self, kind: str, **rule: Any) -> dict[str, Any]:
-        """Add a fault rule, e.g. ``add_fault("http_503", method="recognize", times=2)``; returns the rule."""
-        created: dict[str, Any] = self.admin("POST", "/emulator/faults", {"kind": kind, **rule})
-        return created
-
-    def faults(self) -> list[dict[str, Any]]:
-        rules: list[dict[str, Any]] = self.admin("GET", "/emulator/faults")["faults"]
-        return rules
-
-    def clear_faults(self) -> None:
-        self.admin("DELETE", "/emulator/faults")
-
-    def requests(
-        self, method: str | None = None, space: int | None = None, since: float | None = None
-    ) -> list[dict[str, Any]]:
-        """The journal of persons requests, oldest first (see ``GET /emulator/requests``)."""
-        query = {"method": method, "space": space, "since": since}
-        entries: list[dict[str, Any]] = self.admin("GET", "/emulator/requests", query=query)["requests"]
-        return entries
-
-    def clear_requests(self) -> None:
-        self.admin("DELETE", "/emulator/requests")
-
-    def settings(self) -> dict[str, Any]:
-        """The live settings and their values."""
-        values: dict[str, Any] = self.admin("GET", "/emulator/settings")["settings"]
-        return values
-
-    def configure(self, **changes: Any) -> dict[str, Any]:
-        """Change live settings, e.g. ``configure(match_threshold=0.9)``; ``reset()`` restores them."""
-        values: dict[str, Any] = self.admin("PATCH", "/emulator/settings", changes)["settings"]
-        return values
-
-    def reset(self) -> None:
-        """Forget every person of every client, clear faults and the journal, restore the settings."""
-        self.clear_faults()
-        self.admin("POST", "/emulator/reset", {})
-        if self._initial_settings:
-            self.configure(**self._initial_settings)
-        self.clear_requests()
+    def admin_root(self) -> str:
+        return self.url
 
     def seed(self, directory: str | os.PathLike[str]) -> str:
         """Add persons from ``directory`` (``<space>/<person_id>/*.jpg``, maybe under ``<client>/``) with

@@ -27,7 +27,6 @@ This module imports only testcontainers (and the standard library): the emulator
 from __future__ import annotations
 
 import io
-import json
 import secrets
 import tarfile
 import time
@@ -37,6 +36,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from emulator.admin_client import AdminCalls
 
 try:
     from testcontainers.core.container import DockerContainer
@@ -57,7 +58,7 @@ class SmartyEmulatorError(RuntimeError):
     """The container did not become ready, or an admin call failed."""
 
 
-class SmartyEmulatorContainer(DockerContainer):
+class SmartyEmulatorContainer(DockerContainer, AdminCalls):
     """The emulator's image, ready once :meth:`start` returns.
 
     ``settings`` become ``SMARTY_*`` variables (``{"match_threshold": 0.9}`` is ``SMARTY_MATCH_THRESHOLD=0.9``).
@@ -73,7 +74,8 @@ class SmartyEmulatorContainer(DockerContainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(image, **kwargs)
-        self.admin_token = secrets.token_urlsafe(24)
+        self.generated_token = secrets.token_urlsafe(24)
+        self.admin_token = self.generated_token
         self.token = TOKEN
         self.provider = PROVIDER
         self.start_timeout = start_timeout
@@ -83,7 +85,7 @@ class SmartyEmulatorContainer(DockerContainer):
         self.with_env("SMARTY_PORT", str(PORT))
         self.with_env("SMARTY_TLS_PORT", str(TLS_PORT))
         self.with_env("SMARTY_ADMIN", "token")
-        self.with_env("SMARTY_ADMIN_TOKEN", self.admin_token)
+        self.with_env("SMARTY_ADMIN_TOKEN", self.generated_token)
         self.with_exposed_ports(PORT, TLS_PORT)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -135,73 +137,19 @@ class SmartyEmulatorContainer(DockerContainer):
 
     def get_admin_token(self) -> str:
         """The bearer token of the admin API (``Authorization: Bearer ...``), generated for this container."""
-        return self.admin_token
+        return self.generated_token
 
     def get_ca_pem(self) -> str:
         """The emulator's CA certificate (PEM), for a client to trust (never its key)."""
         with urllib.request.urlopen(f"{self.get_url()}/emulator/ca.pem", timeout=30) as response:
             return str(response.read().decode())
 
-    # --- admin API (the pytest plugin's helpers) --------------------------------------------
+    # --- admin API (the pytest plugin's helpers, from emulator.admin_client) ------------------
 
-    def admin(self, method: str, path: str, body: Any = None, query: Mapping[str, Any] | None = None) -> Any:
-        """Call the admin API (``path`` under the server root) with the admin token; its decoded JSON."""
-        url = self.get_url() + path
-        if query:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Authorization", f"Bearer {self.admin_token}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")
-            raise SmartyEmulatorError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
-        return json.loads(raw) if raw else None
+    admin_error = SmartyEmulatorError
 
-    def add_fault(self, kind: str, **rule: Any) -> dict[str, Any]:
-        """Add a fault rule, e.g. ``add_fault("http_503", method="recognize", times=2)``; returns the rule."""
-        created: dict[str, Any] = self.admin("POST", "/emulator/faults", {"kind": kind, **rule})
-        return created
-
-    def faults(self) -> list[dict[str, Any]]:
-        rules: list[dict[str, Any]] = self.admin("GET", "/emulator/faults")["faults"]
-        return rules
-
-    def clear_faults(self) -> None:
-        self.admin("DELETE", "/emulator/faults")
-
-    def requests(
-        self, method: str | None = None, space: int | None = None, since: float | None = None
-    ) -> list[dict[str, Any]]:
-        """The journal of persons requests, oldest first (see ``GET /emulator/requests``)."""
-        query = {"method": method, "space": space, "since": since}
-        entries: list[dict[str, Any]] = self.admin("GET", "/emulator/requests", query=query)["requests"]
-        return entries
-
-    def clear_requests(self) -> None:
-        self.admin("DELETE", "/emulator/requests")
-
-    def settings(self) -> dict[str, Any]:
-        """The live settings and their values."""
-        values: dict[str, Any] = self.admin("GET", "/emulator/settings")["settings"]
-        return values
-
-    def configure(self, **changes: Any) -> dict[str, Any]:
-        """Change live settings, e.g. ``configure(match_threshold=0.9)``; ``reset()`` restores them."""
-        values: dict[str, Any] = self.admin("PATCH", "/emulator/settings", changes)["settings"]
-        return values
-
-    def reset(self) -> None:
-        """Forget every person of every client, clear faults and the journal, restore the settings."""
-        self.clear_faults()
-        self.admin("POST", "/emulator/reset", {})
-        if self._initial_settings:
-            self.configure(**self._initial_settings)
-        self.clear_requests()
+    def admin_root(self) -> str:
+        return self.get_url()
 
     def seed(self, directory: str | Path) -> str:
         """Add persons from ``directory`` on this machine (``<space>/<person_id>/*.jpg``, maybe under
