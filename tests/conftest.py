@@ -87,6 +87,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     parallel.order_heaviest_first(items)
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures some tests measure (the container tests': image sizes, time to ready), for the record."""
+    found = parallel.figures(terminalreporter.stats)
+    if found:
+        terminalreporter.write_sep("-", "figures")
+        for name, text in found.items():
+            terminalreporter.write_line(f"{name}: {text}")
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``make test``'s parallel run hands out whole test modules (:mod:`tests.support.parallel`)."""

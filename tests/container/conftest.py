@@ -25,16 +25,19 @@ from tests.container.launch import (
     setup_podman,
 )
 from tests.support import ci
+from tests.support.parallel import FIGURE
 
 ARM64_BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The container figures of this run, for the record (nothing is asserted here)."""
-    if FIGURES:
-        terminalreporter.write_sep("-", "container figures")
-        for name, text in FIGURES.items():
-            terminalreporter.write_line(f"{name}: {text}")
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """The container figures measured so far go with each test's teardown report, so that tests/conftest.py prints
+    them at the end also when the tests ran in worker processes (nothing is asserted on them)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "teardown":
+        report.user_properties.extend((FIGURE, f"{name}: {text}") for name, text in FIGURES.items())
 
 
 def unavailable(reason: str) -> NoReturn:

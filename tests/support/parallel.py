@@ -17,6 +17,8 @@ import pytest
 
 from tests.support.backends import BACKENDS, DLIB_DESCRIPTOR
 
+FIGURE = "figure"  # a report's user property that tests/conftest.py prints at the end of the run ("name: text")
+
 # Longest first: "sqlite-dlib" before "sqlite".
 _BACKEND_IDS = tuple(sorted((*BACKENDS, DLIB_DESCRIPTOR), key=len, reverse=True))
 
@@ -61,6 +63,18 @@ def tell_apart(items: list[pytest.Item]) -> None:
                 item._id = item.parent.id.child(item.name)
             else:
                 item._nodeid = f"{item.parent.nodeid}::{item.name}"
+
+
+def figures(stats: dict[str, list[Any]]) -> dict[str, str]:
+    """The figures the tests' reports carry (the worker processes' too), the last of each name."""
+    found: dict[str, str] = {}
+    for reports in stats.values():
+        for report in reports:
+            for key, value in getattr(report, "user_properties", ()):
+                if key == FIGURE:
+                    name, _, text = str(value).partition(": ")
+                    found[name] = text
+    return found
 
 
 def make_scheduler(config: pytest.Config, log: Any) -> Any:
