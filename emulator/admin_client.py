@@ -14,6 +14,11 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+# A server on loopback is reached directly, whatever the environment's *_proxy variables say (as the launcher's
+# readiness probe does); another host (a remote Docker host's published port) the way the environment says.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 class AdminCalls:
     """Mixed into a class that knows its server: :meth:`admin_root` (the server root URL), ``admin_token`` (``None``:
@@ -38,7 +43,8 @@ class AdminCalls:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            opener = _DIRECT if urllib.parse.urlsplit(url).hostname in _LOOPBACK else urllib.request.build_opener()
+            with opener.open(request, timeout=60) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")

@@ -98,8 +98,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``make test``'s parallel run hands out whole test modules (:mod:`tests.support.parallel`)."""
-    return parallel.make_scheduler(config, log)
+    """``make test``'s parallel run (``--dist loadscope``) hands out whole test modules (:mod:`tests.support.parallel`);
+    any other distribution is pytest-xdist's own."""
+    return parallel.make_scheduler(config, log) if config.getvalue("dist") == "loadscope" else None
 
 
 _space_counter = iter(range(10**9))

@@ -3,9 +3,15 @@ container tests as two units; and items that share a node id are told apart."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.support.parallel import unit_of
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -30,8 +36,19 @@ def test_units(nodeid: str, unit: str) -> None:
     assert unit_of(nodeid) == unit
 
 
-def test_every_collected_item_has_its_own_node_id(request: pytest.FixtureRequest) -> None:
-    """schemathesis's items (one per API operation) shared one node id before tests/conftest.py told them apart."""
-    ids = [item.nodeid for item in request.session.items]
-    assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1][:5]
-    assert sum("test_persons_paths_conform[" in i for i in ids) in (0, 4)
+def test_schemathesis_items_get_node_ids_of_their_own() -> None:
+    """schemathesis makes one item per API operation, all with the test's node id; tests/conftest.py tells them
+    apart, or pytest-xdist would run only the first operation."""
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests/api/test_fuzz.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
+    ids = [line for line in collected.stdout.splitlines() if "::test_persons_paths_conform" in line]
+    assert sorted(ids) == [
+        f"tests/api/test_fuzz.py::test_persons_paths_conform[POST /v1/persons/{name}]"
+        for name in ("delete", "recognize", "set", "truncate")
+    ], collected.stdout[-2000:]

@@ -94,7 +94,10 @@ def build_router(runtime: Runtime, hooks: Sequence[Hook] = ()) -> APIRouter:
                     max_part_bytes=settings.max_image_bytes,
                     max_body_bytes=settings.max_request_bytes,
                 )
-                parsed = PersonsRequest.parsed(method, ClientId(record.client), parts, settings, record)
+                # Off the event loop: meta's decode is bounded by the per-part limit only (megabytes of JSON).
+                parsed = await run_in_threadpool(
+                    PersonsRequest.parsed, method, ClientId(record.client), parts, settings, record
+                )
                 answer = await chain(recorder)(parsed)
                 if isinstance(answer, Verbatim):
                     verbatim, record.body, record.envelope_status = answer, answer.text, 0  # 0: no envelope sent

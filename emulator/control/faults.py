@@ -383,6 +383,8 @@ class FaultHook:
         if not self.faults.active:  # the usual case: no rules, no extra work
             return await call_next(request)
         names = request.meta.image_names()  # None: per-object faults and image globs do not apply
+        if names is not None and request.skip:  # an outer hook answers for these: the service never sees them
+            names = [name for name in names if name not in request.skip]
         record = request.record
         # In a worker thread: the rules are read from the shared state, and taken in a write transaction when one
         # matches (over the network with PostgreSQL), which must not hold up the event loop.

@@ -31,8 +31,9 @@ class Success:
 
 @dataclass(frozen=True)
 class Verbatim:
-    """An answer that is not the emulator's envelope: ``content`` sent as it is with ``status``, or, with ``drop``,
-    the connection closed with no response at all. ``text`` is what the journal shows of it."""
+    """An answer that is not the emulator's envelope: ``content`` sent as it is with ``status`` (and ``headers``, for
+    a hook that answers another server's bytes, such as a recorded answer), or, with ``drop``, the connection closed
+    with no response at all. ``text`` is what the journal shows of it."""
 
     status: int = 0
     content: bytes = b""

@@ -47,8 +47,9 @@ class Part:
 
 @dataclass(frozen=True)
 class Meta:
-    """The ``meta`` part, read once: ``raw`` (its bytes, ``None`` when absent or over the bound), ``json`` (the
-    parsed JSON for the journal, ``None`` unless it is JSON) and ``decoded`` (Go's view of it, or its 400)."""
+    """The ``meta`` part, read once: ``raw`` (its bytes as sent, ``None`` when absent or over the bound: for hooks that
+    need the request exactly, such as one that forwards it), ``json`` (the parsed JSON for the journal, ``None``
+    unless it is JSON) and ``decoded`` (Go's view of it, or its 400)."""
 
     raw: bytes | None
     json: Any

@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import emulator.persons.request as request_model
+from emulator.control.faults import PERMANENT_ERROR, FaultHook, FaultInjector, FaultRule
+from emulator.control.state import SqliteSharedState
 from emulator.ops.observe import RequestRecord
 from emulator.persons.errors import BadRequest
 from emulator.persons.hooks import Answer, Hook, Next, Success, Verbatim, compose
@@ -173,3 +176,33 @@ def test_a_request_decodes_meta_once_with_fault_rules_and_journal(
     (entry,) = fake_server.http.get("/emulator/requests").json()["requests"]
     assert entry["meta"] == meta and entry["space"] == 3 and entry["objects"] == body["objects"]
     assert entry["faults"] == [f"object_temporary#{created.json()['id']}"]
+
+
+def test_the_fault_hook_leaves_alone_what_an_outer_hook_left_out(tmp_path: Path) -> None:
+    """An outer hook answers for image ``a`` (left out with ``without``); the fault hook faults ``b``; the service
+    answers ``c``. Each object comes back in meta's order, from whoever answered it."""
+    shared = SqliteSharedState(tmp_path, "run")
+    shared.open()
+    try:
+        faults = FaultInjector(shared)
+        faults.add(FaultRule.from_json({"kind": "object_permanent", "image": "b"}))
+
+        async def outer(request: PersonsRequest, call_next: Next) -> Answer:
+            answer = await call_next(request.without(frozenset({"a"})))
+            assert isinstance(answer, Success)
+            return Success({"objects": [{"status": 0, "name": "a", "by": "outer"}, *answer.body["objects"]]})
+
+        async def service(request: PersonsRequest) -> Answer:
+            names = [name for name in request.meta.image_names() or [] if name not in request.skip]
+            return Success({"objects": [{"status": 0, "name": name, "by": "service"} for name in names]})
+
+        meta = b'{"space":"1","images":[{"name":"a"},{"name":"b"},{"name":"c"}]}'
+        answer = run(compose([outer, FaultHook(faults)], service), persons_request(meta, a=b"1", b=b"2", c=b"3"))
+    finally:
+        shared.close()
+    assert isinstance(answer, Success)
+    assert [(o["name"], o.get("by", o.get("error"))) for o in answer.body["objects"]] == [
+        ("a", "outer"),
+        ("b", PERMANENT_ERROR),
+        ("c", "service"),
+    ]

@@ -6,7 +6,9 @@ are two units: the image built once, and the arm64 image under emulation apart. 
 order, which ``tests/conftest.py`` sorts heaviest first, so that no long unit starts last.
 
 The units are computed from node ids alone (:func:`unit_of`), by a scheduler of our own: pytest-xdist's ``loadgroup``
-marks a test's group by rewriting its node id, which pytest 9.2 no longer lets a plugin do.
+marks a test's group by assigning ``item._nodeid``, which pytest 9.2 no longer reads (its node id is ``item._id``).
+:func:`tell_apart` still has to set that private attribute, for items that share a node id: it is written for
+both, and ``tests/test_parallel.py`` fails if it stops working.
 """
 
 from __future__ import annotations
