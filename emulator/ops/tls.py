@@ -231,6 +231,7 @@ class Tls:
         self.settings = settings
         self.enabled = bool(settings.tls_port or settings.proxy_port)
         self.context: ssl.SSLContext | None = None
+        self.failure: str | None = None  # why :meth:`load` failed for good (a TlsError): connections stop waiting
         self.proxy_hosts = proxy_hosts(settings)
 
     def ca_pem(self, store: SharedRecord) -> bytes:
@@ -239,7 +240,15 @@ class Tls:
 
     def load(self, store: SharedRecord) -> None:
         """Build the server context: from ``SMARTY_TLS_CERT``/``SMARTY_TLS_KEY``, or a certificate issued now from
-        the record's CA; write the CA certificate to ``SMARTY_TLS_CA_EXPORT`` if set."""
+        the record's CA; write the CA certificate to ``SMARTY_TLS_CA_EXPORT`` if set. A :class:`TlsError` is final:
+        it is kept in :attr:`failure`, and the listeners stop waiting for a certificate."""
+        try:
+            self._load(store)
+        except TlsError as exc:
+            self.failure = str(exc)
+            raise
+
+    def _load(self, store: SharedRecord) -> None:
         authority = Authority.of(store)
         if self.settings.tls_ca_export:
             try:

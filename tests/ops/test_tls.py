@@ -8,6 +8,7 @@ CA survives a restart, its file keeps its key private, and ``serve --workers 2``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -291,7 +292,10 @@ def test_a_taken_tls_port_stops_serve_with_one_clear_line(tmp_path: Path) -> Non
 
 def test_a_certificate_that_cannot_be_read_is_reported_by_readiness(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pem"
-    server = EmulatorProcess(tmp_path / "data", tls_port=free_port(), tls_cert=missing, tls_key=missing)
+    tls_port, proxy_port = free_port(), free_port()
+    server = EmulatorProcess(
+        tmp_path / "data", tls_port=tls_port, proxy_port=proxy_port, tls_cert=missing, tls_key=missing
+    )
     server.start(wait="alive")
     try:
         deadline = time.monotonic() + 60
@@ -303,6 +307,17 @@ def test_a_certificate_that_cannot_be_read_is_reported_by_readiness(tmp_path: Pa
             f"TlsError: SMARTY_TLS_CERT={missing} with SMARTY_TLS_KEY={missing} cannot be served: "
             "No such file or directory"
         )
+        # Connections do not wait for a certificate that will never come: a CONNECT gets 503 (no tunnel is
+        # announced), a TLS connection is closed, both at once rather than after the warm-up's wait.
+        started = time.monotonic()
+        answer = raw_proxy_request(proxy_port, "CONNECT smarty.mail.ru:443 HTTP/1.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert b"Connection established" not in answer
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as raw:
+            raw.sendall(b"\x16\x03\x01\x00\x05hello")  # the start of a ClientHello
+            with contextlib.suppress(ConnectionResetError):
+                assert raw.recv(4096) == b""  # closed by the server
+        assert time.monotonic() - started < 5
         assert "Traceback" not in server.log()
     finally:
         server.stop()
