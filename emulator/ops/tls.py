@@ -209,11 +209,16 @@ def server_context(chain_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
 
 
 def write_ca_copy(path: Path, pem: bytes) -> None:
-    """Write the CA certificate to ``path`` (mode 0644) as a whole: a reader sees the old file or the new one."""
+    """Write the CA certificate to ``path`` (mode 0644) as a whole: a reader sees the old file or the new one.
+
+    The temporary file has a unique name, so replicas sharing the folder (all of them pid 1 in their containers)
+    never write to the same one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp = Path(name)
     try:
-        temp.write_bytes(pem)
+        with os.fdopen(fd, "wb") as file:
+            file.write(pem)
         temp.chmod(0o644)
         os.replace(temp, path)
     finally:

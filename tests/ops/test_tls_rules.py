@@ -4,17 +4,19 @@ what the emulator's CA and server certificates say (checked with ``cryptography`
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime
 import ipaddress
 import socket
 import ssl
+from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from emulator.ops.listeners import ConnectAction, _no_delay, connect_action, parse_target
-from emulator.ops.tls import Authority, certificate_names, make_ca, proxy_hosts, server_context
+from emulator.ops.tls import Authority, certificate_names, make_ca, proxy_hosts, server_context, write_ca_copy
 from emulator.settings import Settings
 
 SERVED = proxy_hosts(Settings.from_sources({}, {"tls_hosts": "Emulator.Test., 10.0.0.7"}))
@@ -92,3 +94,20 @@ def test_accepted_connections_do_not_wait_for_delayed_acks() -> None:
 
     asyncio.run(accept_one())
     assert found == [1]
+
+
+def test_writers_of_the_ca_export_never_share_a_temporary_file(tmp_path: Path) -> None:
+    """Replicas sharing the export's folder all run as pid 1: threads of one process stand in for them here."""
+    target, pem = tmp_path / "shared" / "ca.pem", Authority.from_pem(make_ca()).certificate_pem()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for done in [pool.submit(write_ca_copy, target, pem) for _ in range(200)]:
+            done.result()
+    assert target.read_bytes() == pem
+    assert [path.name for path in target.parent.iterdir()] == ["ca.pem"]
+
+
+def test_a_failed_ca_export_leaves_no_temporary_file(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").mkdir()  # os.replace cannot put a file over a directory
+    with pytest.raises(OSError):
+        write_ca_copy(tmp_path / "ca.pem", b"pem")
+    assert [path.name for path in tmp_path.iterdir()] == ["ca.pem"]
