@@ -173,7 +173,7 @@ def serve_with_tls(settings: Settings, config: uvicorn.Config) -> int:
 def print_ca(settings: Settings) -> int:
     """``smarty-emulator ca``: the CA certificate of the record (the data dir, or PostgreSQL), made if it has none
     yet, so that a client can be given it before the server first starts. Never the key."""
-    from emulator.ops.tls import Tls
+    from emulator.ops.tls import Tls, TlsError
     from emulator.store import store_from_settings
     from emulator.store.records import StoreError
 
@@ -182,7 +182,7 @@ def print_ca(settings: Settings) -> int:
         if settings.database_url:
             store.open()  # its tables (the CA's row); the data dir needs nothing opened
         sys.stdout.write(Tls(settings).ca_pem(store).decode())
-    except StoreError as exc:
+    except (StoreError, TlsError) as exc:
         print(f"smarty-emulator: {exc}", file=sys.stderr)
         return 1
     finally:

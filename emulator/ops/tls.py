@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -139,6 +140,14 @@ def _subject_names(names: Iterable[str]) -> list[x509.GeneralName]:
     return found
 
 
+def _record_place(store: SharedRecord) -> str:
+    """Where the store keeps the CA, for messages: the data dir's file, or the database's row."""
+    data_dir = getattr(store, "data_dir", None)
+    if isinstance(data_dir, Path):
+        return str(data_dir / CA_RECORD)
+    return f"the database (the {CA_RECORD} row of its secrets table)"
+
+
 @dataclass(frozen=True)
 class Authority:
     """The emulator's CA, as kept in the record."""
@@ -155,8 +164,13 @@ class Authority:
 
     @classmethod
     def of(cls, store: SharedRecord) -> Authority:
-        """The CA of the record, made by the first process to ask."""
-        return cls.from_pem(store.shared_value(CA_RECORD, make_ca))
+        """The CA of the record, made by the first process to ask; a :class:`TlsError` naming the record if what
+        the record holds is not a CA's key and certificate."""
+        data = store.shared_value(CA_RECORD, make_ca)
+        try:
+            return cls.from_pem(data)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise TlsError(f"the emulator's CA in {_record_place(store)} cannot be used: {exc}") from exc
 
     def certificate_pem(self) -> bytes:
         """The CA's certificate, PEM: what clients trust. Never the key."""
