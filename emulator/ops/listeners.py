@@ -63,7 +63,7 @@ def parse_target(target: str) -> tuple[str, int] | None:
     """``host:port`` (``[v6]:port``) of a CONNECT request, the host lower-case without a final dot; None if
     malformed."""
     host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         return None
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -42,6 +42,8 @@ def test_the_proxy_serves_the_real_hosts_and_the_configured_names_on_443_only() 
         (":443", None),
         ("smarty.mail.ru:99999", None),
         ("smarty.mail.ru:https", None),
+        ("smarty.mail.ru:\u00b2", None),  # a digit to str.isdigit, not to int()
+        ("smarty.mail.ru:\u0664\u0664\u0663", None),  # Arabic-Indic digits: int() reads them, a port is ASCII
     ],
 )
 def test_a_connect_target_is_host_and_port(target: str, parsed: tuple[str, int] | None) -> None:
