@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,12 +135,18 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` for the HTTPS port or the proxy. ``::`` accepts IPv4 too where the
+    system allows it, as uvicorn's plain port does (``create_server`` alone would make it IPv6-only)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    dualstack = host == "::" and socket.has_dualstack_ipv6()
+    return socket.create_server((host, port), family=family, backlog=backlog, dualstack_ipv6=dualstack)
+
+
 def serve_with_tls(settings: Settings, config: uvicorn.Config) -> int:
     """``serve`` with the HTTPS port or the proxy: every port is bound here, then served by one uvicorn server per
     process whose protocol tells them apart (:mod:`emulator.ops.listeners`); with ``--workers N`` the supervisor
     hands all of them to every worker."""
-    import socket
-
     import uvicorn
 
     from emulator.ops.listeners import PROTOCOL
@@ -150,9 +157,8 @@ def serve_with_tls(settings: Settings, config: uvicorn.Config) -> int:
     try:
         for port, what in ((settings.tls_port, "HTTPS"), (settings.proxy_port, "the HTTPS proxy")):
             if port:
-                family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
                 try:
-                    sock = socket.create_server((settings.host, port), family=family, backlog=config.backlog)
+                    sock = listening_socket(settings.host, port, config.backlog)
                 except OSError as exc:  # as uvicorn does for the plain port: one line, no traceback
                     print(f"smarty-emulator: {what} cannot listen on {settings.host}:{port}: {exc}", file=sys.stderr)
                     return 1

@@ -15,6 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from emulator.cli import listening_socket
 from emulator.ops.listeners import ConnectAction, _no_delay, connect_action, parse_target
 from emulator.ops.tls import Authority, certificate_names, make_ca, proxy_hosts, server_context, write_ca_copy
 from emulator.settings import Settings
@@ -113,3 +114,14 @@ def test_a_failed_ca_export_leaves_no_temporary_file(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         write_ca_copy(tmp_path / "ca.pem", b"pem")
     assert [path.name for path in tmp_path.iterdir()] == ["ca.pem"]
+
+
+@pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason="no dual-stack IPv6 here")
+def test_the_tls_ports_on_all_ipv6_addresses_accept_ipv4_too() -> None:
+    """As uvicorn's plain port does with SMARTY_HOST=::."""
+    try:
+        sock = listening_socket("::", 0, 8)
+    except OSError as exc:  # IPv6 disabled in this container
+        pytest.skip(f"cannot bind :: here: {exc}")
+    with sock, socket.create_connection(("127.0.0.1", sock.getsockname()[1]), timeout=5):
+        assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
