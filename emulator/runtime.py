@@ -229,7 +229,7 @@ class Runtime:
                 self.store.open()
                 if self.state_is_remote:
                     self.oauth.load_secret()  # never on the event loop, where tokens are checked
-                if self.tls.enabled:
+                if self.tls.enabled or self.tls.exports:
                     self.tls.load(self.store)  # the CA is in the record: the same for every worker and replica
             except StoreError as exc:
                 if not self.state_is_remote:

@@ -24,6 +24,14 @@ else:
 ENV_PREFIX = "SMARTY_"
 
 
+CA_RECORD_FILE = "tls-ca.pem"  # the data dir's file of the emulator's CA, its key and its certificate
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (resolved: relative paths, symbolic links, ``..``)."""
+    return a.resolve() == b.resolve()
+
+
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names the setting."""
 
@@ -419,6 +427,11 @@ class Settings(SettingTypes):
             raise SettingsError("SMARTY_PORT, SMARTY_TLS_PORT and SMARTY_PROXY_PORT must be different ports")
         if settings.admin == "token" and not settings.admin_token:
             raise SettingsError("SMARTY_ADMIN=token needs SMARTY_ADMIN_TOKEN")
+        if settings.tls_ca_export and _same_file(Path(settings.tls_ca_export), settings.data_dir / CA_RECORD_FILE):
+            raise SettingsError(
+                f"SMARTY_TLS_CA_EXPORT={settings.tls_ca_export} is the data dir's own CA record (its key too): "
+                "export the certificate to another file"
+            )
         return settings
 
     def replace(self, **changes: Any) -> Settings:

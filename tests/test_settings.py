@@ -122,3 +122,12 @@ def test_serve_with_a_wrong_value_fails_fast_with_a_clear_message(
     assert done.returncode == 2
     assert done.stderr.strip() == message
     assert not (tmp_path / "data").exists()  # nothing was started
+
+
+def test_the_ca_export_cannot_be_the_data_dirs_own_ca_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing the bare certificate over the record would lose the CA's key."""
+    monkeypatch.chdir(tmp_path)
+    for export in (str(tmp_path / "data" / "tls-ca.pem"), "data/tls-ca.pem", "data/../data/tls-ca.pem"):
+        with pytest.raises(SettingsError, match=r"SMARTY_TLS_CA_EXPORT=.* is the data dir's own CA record"):
+            Settings.from_sources({"SMARTY_TLS_CA_EXPORT": export, "SMARTY_DATA_DIR": "data"})
+    Settings.from_sources({"SMARTY_TLS_CA_EXPORT": "data/ca.pem", "SMARTY_DATA_DIR": "data"})

@@ -34,12 +34,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from emulator.settings import Settings
+from emulator.settings import CA_RECORD_FILE, Settings
 
 log = logging.getLogger("emulator.tls")
 
 TLS_STATE = "smarty.tls"  # the key of the app's lifespan state that holds the process's Tls (for the listeners)
-CA_RECORD = "tls-ca.pem"  # the name of the CA (key and certificate, PEM) in the record
+CA_RECORD = CA_RECORD_FILE  # the name of the CA (key and certificate, PEM) in the record
 REAL_HOSTS = ("smarty.mail.ru", "mcs.mail.ru")  # the hosts of the real service: the persons API and OAuth
 CERTIFICATE_NAMES = (*REAL_HOSTS, "localhost", "127.0.0.1")
 CA_LIFETIME = datetime.timedelta(days=3650)
@@ -244,11 +244,13 @@ class Tls:
     """The TLS side of one process: the context the HTTPS port and the proxy serve with, once :meth:`load` ran.
 
     ``enabled`` when ``SMARTY_TLS_PORT`` or ``SMARTY_PROXY_PORT`` is set; the runtime then loads it at startup,
-    right after the store opens (the CA is in the record)."""
+    right after the store opens (the CA is in the record). With ``SMARTY_TLS_CA_EXPORT`` alone (``exports``) the
+    runtime loads it too, to write the CA certificate; no server certificate is issued then."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.enabled = bool(settings.tls_port or settings.proxy_port)
+        self.exports = bool(settings.tls_ca_export)
         self.context: ssl.SSLContext | None = None
         self.failure: str | None = None  # why :meth:`load` failed for good (a TlsError): connections stop waiting
         self.proxy_hosts = proxy_hosts(settings)
@@ -274,6 +276,8 @@ class Tls:
                 write_ca_copy(Path(self.settings.tls_ca_export), authority.certificate_pem())
             except OSError as exc:
                 raise TlsError(f"SMARTY_TLS_CA_EXPORT={self.settings.tls_ca_export}: {exc.strerror or exc}") from exc
+        if not self.enabled:
+            return
         if self.settings.tls_cert:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2

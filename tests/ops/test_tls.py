@@ -245,6 +245,16 @@ def test_the_ca_is_exported_served_and_never_its_key(tls: TlsServer) -> None:
     assert "PRIVATE KEY" not in tls.server.log()
 
 
+def test_the_ca_is_exported_without_a_tls_port_too(tmp_path: Path) -> None:
+    export = tmp_path / "shared" / "ca.pem"
+    server = EmulatorProcess(tmp_path / "data", tls_ca_export=export).start()
+    try:
+        served = httpx.get(f"{server.base_url}/emulator/ca.pem", timeout=30).content
+    finally:
+        server.stop()
+    assert export.read_bytes() == served and b"PRIVATE KEY" not in served
+
+
 def test_the_ca_survives_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     made = run_cli("ca", "--data-dir", str(data))  # before any server: the CA is made once, here
