@@ -17,7 +17,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -272,23 +272,57 @@ def test_the_ca_survives_a_restart(tmp_path: Path) -> None:
     assert leaves[0] != leaves[1]  # each start issues its own server certificate, from the same CA
 
 
+def served_by(port: int, ca_pem: bytes, connect: str | None = None) -> tuple[str, bytes]:
+    """One new connection to the TLS port (or, with ``connect``, through the proxy's tunnel to that host): the
+    worker that answered ``GET /emulator/clients`` (its ``X-Emulator-Worker``) and the certificate it served."""
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        if connect is not None:
+            raw.sendall(f"CONNECT {connect}:443 HTTP/1.1\r\nHost: {connect}:443\r\n\r\n".encode())
+            answer = b""
+            while not answer.endswith(b"\r\n\r\n"):
+                chunk = raw.recv(1)
+                assert chunk, answer
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+        with context.wrap_socket(raw, server_hostname=connect or "smarty.mail.ru") as tls:
+            der = tls.getpeercert(binary_form=True)
+            tls.sendall(b"GET /emulator/clients HTTP/1.1\r\nHost: smarty.mail.ru\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := tls.recv(65536):
+                response += chunk
+    assert der is not None and response.startswith(b"HTTP/1.1 200 "), response[:200]
+    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    [worker] = [line.split(":", 1)[1].strip() for line in head if line.lower().startswith("x-emulator-worker:")]
+    return worker, der
+
+
+def workers_serving(serve: Callable[[], tuple[str, bytes]], attempts: int = 60) -> dict[str, set[bytes]]:
+    """The workers seen over new connections (and the certificates each served), until two are seen."""
+    seen: dict[str, set[bytes]] = {}
+    for _ in range(attempts):
+        worker, der = serve()
+        seen.setdefault(worker, set()).add(der)
+        if len(seen) == 2:
+            break
+    return seen
+
+
 def test_two_workers_serve_tls_and_the_proxy(tmp_path: Path) -> None:
     tls_port, proxy_port = free_port(), free_port()
     server = EmulatorProcess(tmp_path / "data", workers=2, tls_port=tls_port, proxy_port=proxy_port).start()
     try:
-        ca = tmp_path / "ca.pem"
-        ca.write_bytes(httpx.get(f"{server.base_url}/emulator/ca.pem", timeout=30).content)
-        leaves = {handshake(tls_port, ca.read_bytes()) for _ in range(12)}  # connections land on either worker
-        resolve = f"smarty.mail.ru:{tls_port}:127.0.0.1"
-        for route in (
-            ["--proxy", f"http://127.0.0.1:{proxy_port}", "https://smarty.mail.ru/emulator/ready"],
-            ["--resolve", resolve, f"https://smarty.mail.ru:{tls_port}/emulator/ready"],
-        ):
-            done = curl("--cacert", str(ca), *route)
-            assert done.returncode == 0 and json.loads(done.stdout)["ready"] is True, done
+        ca = httpx.get(f"{server.base_url}/emulator/ca.pem", timeout=30).content
+        on_tls_port = workers_serving(lambda: served_by(tls_port, ca))
+        through_proxy = workers_serving(lambda: served_by(proxy_port, ca, connect="smarty.mail.ru"))
     finally:
         assert server.stop() == 0
-    assert 1 <= len(leaves) <= 2  # one server certificate per worker, all from the one CA
+    for seen in (on_tls_port, through_proxy):
+        assert len(seen) == 2, seen.keys()  # both workers answered over TLS
+        assert all(len(leaves) == 1 for leaves in seen.values())  # each its own server certificate, all its life
+    assert on_tls_port == through_proxy  # the same two workers and certificates, whichever port
+    leaves = [leaf for [leaf] in on_tls_port.values()]
+    assert leaves[0] != leaves[1]  # one server certificate per worker, both verified against the one CA
 
 
 def test_a_taken_tls_port_stops_serve_with_one_clear_line(tmp_path: Path) -> None:
