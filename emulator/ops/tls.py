@@ -5,7 +5,7 @@ record through :meth:`emulator.store.records.Store.shared_value`: in the data di
 key and its certificate), or with PostgreSQL in the shared database, so every replica and every worker serves
 certificates from the same CA and a client trusts them all with one PEM. Each process then issues its own server
 certificate from it at startup, for ``smarty.mail.ru``, ``mcs.mail.ru``, ``localhost``, ``127.0.0.1`` and the names
-of ``SMARTY_TLS_HOSTS``; its key lives in memory only.
+of ``SMARTY_TLS_HOSTS``; its key lives in memory (on Linux it never touches a file system: see :func:`server_context`).
 
 The CA's key is never logged, served or written anywhere else: :meth:`Authority.certificate_pem` is the only form
 that leaves this module (``smarty-emulator ca``, ``GET /emulator/ca.pem``, ``SMARTY_TLS_CA_EXPORT``).
@@ -207,19 +207,46 @@ class Authority:
 def server_context(chain_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     """A server-side TLS context (TLS 1.2 or later, HTTP/1.1 by ALPN) holding this certificate chain and key.
 
-    ``ssl`` loads certificates from files only: they are written to a private temporary directory (mode 0700) and
-    removed as soon as they are loaded. This is the server certificate's key, never the CA's."""
+    ``ssl`` loads certificates from files only. On Linux the chain and the key go into one anonymous in-memory file
+    (``memfd_create``), read through ``/proc/self/fd``: nothing is written to a file system, so a read-only root
+    does not matter. Elsewhere (or without ``/proc``) they go into one file of a private temporary directory
+    (mode 0700), removed as soon as it is loaded. This is the server certificate's key, never the CA's. A failure is
+    a :class:`TlsError`."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])
-    with tempfile.TemporaryDirectory(prefix="smarty-tls-") as folder:
-        cert_path, key_path = Path(folder) / "chain.pem", Path(folder) / "key.pem"
-        cert_path.write_bytes(chain_pem)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(key_pem)
-        context.load_cert_chain(cert_path, key_path)
+    pem = chain_pem + key_pem  # the certificate, the CA's, then the key: ``load_cert_chain`` finds the key there
+    try:
+        if not _load_from_memory(context, pem):
+            with tempfile.TemporaryDirectory(prefix="smarty-tls-") as folder:
+                path = Path(folder) / "chain.pem"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as file:
+                    file.write(pem)
+                context.load_cert_chain(path)
+    except OSError as exc:  # ssl.SSLError too
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        raise TlsError(f"the server certificate issued from the emulator's CA cannot be loaded: {reason}") from exc
     return context
+
+
+def _load_from_memory(context: ssl.SSLContext, pem: bytes) -> bool:
+    """Load ``pem`` (chain and key) into ``context`` from an in-memory file; False where there is none."""
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is None or not os.path.isdir("/proc/self/fd"):
+        return False
+    try:
+        fd = memfd_create("smarty-tls", getattr(os, "MFD_CLOEXEC", 0))
+    except OSError:  # not allowed here (seccomp): the temporary directory instead
+        return False
+    try:
+        view = memoryview(pem)
+        while view:
+            view = view[os.write(fd, view) :]
+        context.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    return True
 
 
 def write_ca_copy(path: Path, pem: bytes) -> None:
