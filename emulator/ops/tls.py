@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from emulator.settings import CA_RECORD_FILE, Settings
+from emulator.settings import CA_RECORD_FILE, Settings, tls_host_names
 
 log = logging.getLogger("emulator.tls")
 
@@ -61,9 +61,9 @@ class SharedRecord(Protocol):
 
 
 def extra_names(settings: Settings) -> tuple[str, ...]:
-    """The names of ``SMARTY_TLS_HOSTS``, lower-case, in order, without duplicates."""
-    names = (name.strip().lower().rstrip(".") for name in str(settings.tls_hosts).split(","))
-    return tuple(dict.fromkeys(name for name in names if name))
+    """The names of ``SMARTY_TLS_HOSTS``, lower-case, in order, without duplicates (see
+    :func:`emulator.settings.tls_host_names`)."""
+    return tls_host_names(settings.tls_hosts)
 
 
 def certificate_names(settings: Settings) -> tuple[str, ...]:
