@@ -147,12 +147,15 @@ def serve_with_tls(settings: Settings, config: uvicorn.Config) -> int:
     """``serve`` with the HTTPS port or the proxy: every port is bound here, then served by one uvicorn server per
     process whose protocol tells them apart (:mod:`emulator.ops.listeners`); with ``--workers N`` the supervisor
     hands all of them to every worker."""
+    import logging
+
     import uvicorn
 
     from emulator.ops.listeners import PROTOCOL
     from emulator.ops.supervisor import run_workers
 
     config.http = PROTOCOL
+    log = logging.getLogger("emulator.serve")  # configured by uvicorn.Config (log_config) by now
     sockets = [config.bind_socket()]  # logs "Uvicorn running on http://..."
     try:
         for port, what in ((settings.tls_port, "HTTPS"), (settings.proxy_port, "the HTTPS proxy")):
@@ -164,7 +167,7 @@ def serve_with_tls(settings: Settings, config: uvicorn.Config) -> int:
                     return 1
                 sock.set_inheritable(True)
                 sockets.append(sock)
-                print(f"smarty-emulator: {what} on {settings.host}:{port}", file=sys.stderr, flush=True)
+                log.info("%s on %s:%d", what, settings.host, port)  # beside uvicorn's line, in SMARTY_LOG_FORMAT
         if settings.workers > 1:
             run_workers(config, sockets)
             return 0

@@ -325,6 +325,18 @@ def test_two_workers_serve_tls_and_the_proxy(tmp_path: Path) -> None:
     assert leaves[0] != leaves[1]  # one server certificate per worker, both verified against the one CA
 
 
+def test_with_json_logs_every_line_of_serve_with_tls_is_one_json_object(tmp_path: Path) -> None:
+    tls_port, proxy_port = free_port(), free_port()
+    server = EmulatorProcess(
+        tmp_path / "data", tls_port=tls_port, proxy_port=proxy_port, log_format="json", log_level="info"
+    ).start()
+    server.stop()
+    lines = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    messages = [line["message"] for line in lines]
+    assert f"HTTPS on 127.0.0.1:{tls_port}" in messages, lines
+    assert f"the HTTPS proxy on 127.0.0.1:{proxy_port}" in messages, lines
+
+
 def test_a_taken_tls_port_stops_serve_with_one_clear_line(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
