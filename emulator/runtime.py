@@ -209,6 +209,8 @@ class Runtime:
                 )
         except Exception as exc:
             self.startup_error = f"{type(exc).__name__}: {exc}"
+            if self.tls.context is None:  # no certificate will come now: TLS connections stop waiting for one
+                self.tls.failure = self.startup_error
             raise
         self.ready.set()
 

@@ -377,3 +377,22 @@ def test_a_certificate_that_cannot_be_read_is_reported_by_readiness(tmp_path: Pa
         assert "Traceback" not in server.log()
     finally:
         server.stop()
+
+
+def test_a_ca_record_that_cannot_be_read_closes_tls_connections_at_once(tmp_path: Path) -> None:
+    (tmp_path / "data" / "tls-ca.pem").mkdir(parents=True)  # the data dir's CA record cannot be read
+    proxy_port = free_port()
+    server = EmulatorProcess(tmp_path / "data", proxy_port=proxy_port)
+    server.start(wait="alive")
+    try:
+        deadline = time.monotonic() + 60
+        while "error" not in (report := httpx.get(f"{server.base_url}/emulator/ready", timeout=30).json()):
+            assert time.monotonic() < deadline, report
+            time.sleep(0.1)
+        assert "tls-ca.pem" in report["error"]
+        started = time.monotonic()
+        answer = raw_proxy_request(proxy_port, "CONNECT smarty.mail.ru:443 HTTP/1.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert time.monotonic() - started < 5
+    finally:
+        server.stop()
