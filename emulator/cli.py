@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,11 +135,19 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` for the HTTPS port or the proxy. ``::`` accepts IPv4 too where the
+    system allows it, as uvicorn's plain port does (``create_server`` alone would make it IPv6-only)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    dualstack = host == "::" and socket.has_dualstack_ipv6()
+    return socket.create_server((host, port), family=family, backlog=backlog, dualstack_ipv6=dualstack)
+
+
 def serve_with_tls(settings: Settings, config: uvicorn.Config) -> int:
     """``serve`` with the HTTPS port or the proxy: every port is bound here, then served by one uvicorn server per
     process whose protocol tells them apart (:mod:`emulator.ops.listeners`); with ``--workers N`` the supervisor
     hands all of them to every worker."""
-    import socket
+    import logging
 
     import uvicorn
 
@@ -146,19 +155,19 @@ def serve_with_tls(settings: Settings, config: uvicorn.Config) -> int:
     from emulator.ops.supervisor import run_workers
 
     config.http = PROTOCOL
+    log = logging.getLogger("emulator.serve")  # configured by uvicorn.Config (log_config) by now
     sockets = [config.bind_socket()]  # logs "Uvicorn running on http://..."
     try:
         for port, what in ((settings.tls_port, "HTTPS"), (settings.proxy_port, "the HTTPS proxy")):
             if port:
-                family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
                 try:
-                    sock = socket.create_server((settings.host, port), family=family, backlog=config.backlog)
+                    sock = listening_socket(settings.host, port, config.backlog)
                 except OSError as exc:  # as uvicorn does for the plain port: one line, no traceback
                     print(f"smarty-emulator: {what} cannot listen on {settings.host}:{port}: {exc}", file=sys.stderr)
                     return 1
                 sock.set_inheritable(True)
                 sockets.append(sock)
-                print(f"smarty-emulator: {what} on {settings.host}:{port}", file=sys.stderr, flush=True)
+                log.info("%s on %s:%d", what, settings.host, port)  # beside uvicorn's line, in SMARTY_LOG_FORMAT
         if settings.workers > 1:
             run_workers(config, sockets)
             return 0
@@ -173,7 +182,7 @@ def serve_with_tls(settings: Settings, config: uvicorn.Config) -> int:
 def print_ca(settings: Settings) -> int:
     """``smarty-emulator ca``: the CA certificate of the record (the data dir, or PostgreSQL), made if it has none
     yet, so that a client can be given it before the server first starts. Never the key."""
-    from emulator.ops.tls import Tls
+    from emulator.ops.tls import Tls, TlsError
     from emulator.store import store_from_settings
     from emulator.store.records import StoreError
 
@@ -182,7 +191,7 @@ def print_ca(settings: Settings) -> int:
         if settings.database_url:
             store.open()  # its tables (the CA's row); the data dir needs nothing opened
         sys.stdout.write(Tls(settings).ca_pem(store).decode())
-    except StoreError as exc:
+    except (StoreError, TlsError) as exc:
         print(f"smarty-emulator: {exc}", file=sys.stderr)
         return 1
     finally:

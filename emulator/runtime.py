@@ -209,6 +209,8 @@ class Runtime:
                 )
         except Exception as exc:
             self.startup_error = f"{type(exc).__name__}: {exc}"
+            if self.tls.context is None:  # no certificate will come now: TLS connections stop waiting for one
+                self.tls.failure = self.startup_error
             raise
         self.ready.set()
 
@@ -229,7 +231,7 @@ class Runtime:
                 self.store.open()
                 if self.state_is_remote:
                     self.oauth.load_secret()  # never on the event loop, where tokens are checked
-                if self.tls.enabled:
+                if self.tls.enabled or self.tls.exports:
                     self.tls.load(self.store)  # the CA is in the record: the same for every worker and replica
             except StoreError as exc:
                 if not self.state_is_remote:

@@ -11,6 +11,8 @@ tests never need to monkeypatch the environment.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,41 @@ else:
     SettingTypes = object  # so that regenerating the stub never depends on the stub
 
 ENV_PREFIX = "SMARTY_"
+
+
+CA_RECORD_FILE = "tls-ca.pem"  # the data dir's file of the emulator's CA, its key and its certificate
+
+
+_HOST_NAME = re.compile(r"[a-z0-9_*-]+(\.[a-z0-9_*-]+)*")  # a host name's ASCII form (A-labels), wildcard allowed
+
+
+def tls_host_names(raw: str) -> tuple[str, ...]:
+    """The names of ``SMARTY_TLS_HOSTS`` (comma-separated), in order without duplicates: lower-case, without a
+    final dot, international names as IDNA A-labels (``xn--...``, what clients send), IP addresses in their
+    standard form. An entry that is neither a host name nor an IP address is a :class:`SettingsError`."""
+    names: list[str] = []
+    for entry in str(raw).split(","):
+        name = entry.strip().lower().rstrip(".")
+        if not name:
+            continue
+        try:
+            names.append(str(ipaddress.ip_address(name)))
+            continue
+        except ValueError:
+            pass
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            name = ""
+        if not _HOST_NAME.fullmatch(name):
+            raise SettingsError(f"SMARTY_TLS_HOSTS: {entry.strip()!r} is neither a host name nor an IP address")
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (resolved: relative paths, symbolic links, ``..``)."""
+    return a.resolve() == b.resolve()
 
 
 class SettingsError(ValueError):
@@ -419,6 +456,12 @@ class Settings(SettingTypes):
             raise SettingsError("SMARTY_PORT, SMARTY_TLS_PORT and SMARTY_PROXY_PORT must be different ports")
         if settings.admin == "token" and not settings.admin_token:
             raise SettingsError("SMARTY_ADMIN=token needs SMARTY_ADMIN_TOKEN")
+        tls_host_names(settings.tls_hosts)
+        if settings.tls_ca_export and _same_file(Path(settings.tls_ca_export), settings.data_dir / CA_RECORD_FILE):
+            raise SettingsError(
+                f"SMARTY_TLS_CA_EXPORT={settings.tls_ca_export} is the data dir's own CA record (its key too): "
+                "export the certificate to another file"
+            )
         return settings
 
     def replace(self, **changes: Any) -> Settings:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from emulator.cli import build_parser, main, markdown_table, settings_types
-from emulator.settings import SETTINGS, Setting, Settings, SettingsError
+from emulator.settings import SETTINGS, Setting, Settings, SettingsError, tls_host_names
 from tests.support.emulator_process import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,3 +122,26 @@ def test_serve_with_a_wrong_value_fails_fast_with_a_clear_message(
     assert done.returncode == 2
     assert done.stderr.strip() == message
     assert not (tmp_path / "data").exists()  # nothing was started
+
+
+def test_the_ca_export_cannot_be_the_data_dirs_own_ca_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing the bare certificate over the record would lose the CA's key."""
+    monkeypatch.chdir(tmp_path)
+    for export in (str(tmp_path / "data" / "tls-ca.pem"), "data/tls-ca.pem", "data/../data/tls-ca.pem"):
+        with pytest.raises(SettingsError, match=r"SMARTY_TLS_CA_EXPORT=.* is the data dir's own CA record"):
+            Settings.from_sources({"SMARTY_TLS_CA_EXPORT": export, "SMARTY_DATA_DIR": "data"})
+    Settings.from_sources({"SMARTY_TLS_CA_EXPORT": "data/ca.pem", "SMARTY_DATA_DIR": "data"})
+
+
+def test_tls_hosts_are_host_names_or_ip_addresses() -> None:
+    settings = Settings.from_sources({"SMARTY_TLS_HOSTS": " Emulator.Test., Bücher.test,*.apps.test,10.0.0.7,::1,"})
+    assert tls_host_names(settings.tls_hosts) == (
+        "emulator.test",
+        "xn--bcher-kva.test",
+        "*.apps.test",
+        "10.0.0.7",
+        "::1",
+    )
+    for bad in ("two words.test", "a..b", "host:443", "[::1]", "x" * 70 + ".test", "https://emulator.test"):
+        with pytest.raises(SettingsError, match=r"SMARTY_TLS_HOSTS: .* is neither a host name nor an IP address"):
+            Settings.from_sources({"SMARTY_TLS_HOSTS": f"emulator.test,{bad}"})

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
+from emulator.ops.tls import TlsError
 from emulator.runtime import Runtime
 from emulator.store.records import StoreError
 
@@ -23,7 +24,7 @@ def build_ca_router(runtime: Runtime) -> APIRouter:
     async def ca_pem() -> Response:
         try:
             pem = await run_in_threadpool(runtime.tls.ca_pem, runtime.store)  # off the loop: maybe a database read
-        except StoreError as exc:  # PostgreSQL not reachable (yet): the CA cannot be read
+        except (StoreError, TlsError) as exc:  # PostgreSQL not reachable (yet), the record unreadable or corrupt
             return PlainTextResponse(f"the CA cannot be read now: {exc}\n", status_code=503)
         return Response(pem, media_type="application/x-pem-file")
 

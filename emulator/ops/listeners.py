@@ -6,10 +6,11 @@ same workers, the same graceful shutdown), and each connection is handed to uvic
 
 * on the plain port at once, as without this module;
 * on the TLS port after the TLS handshake, with the certificate of :mod:`emulator.ops.tls`;
-* on the proxy port after a ``CONNECT`` that :func:`connect_action` accepts: the proxy answers
-  ``200 Connection established``, then the TLS handshake runs on that same connection and the decrypted stream is
-  served as on the TLS port. Any other ``CONNECT`` gets 403 and a log line naming the host; a plain proxy request
-  (``GET http://...``, what ``HTTP_PROXY`` sends for ``http://`` URLs) gets 405: the emulator only terminates TLS.
+* on the proxy port after a ``CONNECT`` that :func:`connect_action` accepts: once the certificate is loaded the
+  proxy answers ``200 Connection established`` (``503`` if it cannot be loaded), then the TLS handshake runs on
+  that same connection and the decrypted stream is served as on the TLS port. Any other ``CONNECT`` gets 403 and
+  a log line naming the host; a plain proxy request (``GET http://...``, what ``HTTP_PROXY`` sends for ``http://``
+  URLs) gets 405: the emulator only terminates TLS.
 
 The app sees the real client's address (the admin API's loopback rule holds) and the scheme ``https``. Both real
 hosts, ``smarty.mail.ru`` and ``mcs.mail.ru``, are served by the one app whatever the Host header or SNI says.
@@ -62,7 +63,7 @@ def parse_target(target: str) -> tuple[str, int] | None:
     """``host:port`` (``[v6]:port``) of a CONNECT request, the host lower-case without a final dot; None if
     malformed."""
     host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         return None
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -201,8 +202,7 @@ class ListenerProtocol(asyncio.Protocol):
             log.warning("proxy: refused CONNECT %s:%d (the emulator serves %s)", host, port, served)
             self._refuse(_reply(403, "Forbidden", f"CONNECT {host}:{port} refused: the emulator serves {served}"))
             return
-        self.transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        self._spawn(self._serve_tls(self.transport))
+        self._spawn(self._serve_proxy(self.transport))
 
     def _refuse(self, answer: bytes) -> None:
         assert self.transport is not None
@@ -221,23 +221,42 @@ class ListenerProtocol(asyncio.Protocol):
         task.add_done_callback(_tasks.discard)
 
     async def _context(self) -> ssl.SSLContext | None:
-        """The server context, waiting for the startup to load it (the CA may be in a database still coming up)."""
+        """The server context, waiting for the startup to load it (the CA may be in a database still coming up);
+        None at once if loading it failed for good, or after ``CONTEXT_WAIT_SECONDS``."""
         assert self.tls is not None
         deadline = self.loop.time() + CONTEXT_WAIT_SECONDS
         while self.tls.context is None:
+            if self.tls.failure is not None:
+                log.warning("TLS: no certificate (%s): connection closed", self.tls.failure)
+                return None
             if self.loop.time() >= deadline:
+                log.warning("TLS: no certificate %.0f s after the start: connection closed", CONTEXT_WAIT_SECONDS)
                 return None
             await asyncio.sleep(0.05)
         return self.tls.context
+
+    async def _serve_proxy(self, transport: asyncio.Transport) -> None:
+        """An accepted CONNECT: the tunnel is established only once there is a certificate to serve in it."""
+        context = await self._context()
+        if transport.is_closing():  # the client left while the certificate was still loading
+            return
+        if context is None:
+            transport.write(_reply(503, "Service Unavailable", "the emulator has no certificate to serve"))
+            transport.close()
+            return
+        transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await self._handshake(transport, context)
 
     async def _serve_tls(self, transport: asyncio.Transport) -> None:
         context = await self._context()
         if transport.is_closing():  # the client left while the certificate was still loading
             return
         if context is None:
-            log.warning("TLS: no certificate %.0f s after the start: connection closed", CONTEXT_WAIT_SECONDS)
             transport.abort()
             return
+        await self._handshake(transport, context)
+
+    async def _handshake(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
         handoff = _Handoff()
         try:
             secure = await self.loop.start_tls(

@@ -5,7 +5,7 @@ record through :meth:`emulator.store.records.Store.shared_value`: in the data di
 key and its certificate), or with PostgreSQL in the shared database, so every replica and every worker serves
 certificates from the same CA and a client trusts them all with one PEM. Each process then issues its own server
 certificate from it at startup, for ``smarty.mail.ru``, ``mcs.mail.ru``, ``localhost``, ``127.0.0.1`` and the names
-of ``SMARTY_TLS_HOSTS``; its key lives in memory only.
+of ``SMARTY_TLS_HOSTS``; its key lives in memory (on Linux it never touches a file system: see :func:`server_context`).
 
 The CA's key is never logged, served or written anywhere else: :meth:`Authority.certificate_pem` is the only form
 that leaves this module (``smarty-emulator ca``, ``GET /emulator/ca.pem``, ``SMARTY_TLS_CA_EXPORT``).
@@ -29,16 +29,17 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from emulator.settings import Settings
+from emulator.settings import CA_RECORD_FILE, Settings, tls_host_names
 
 log = logging.getLogger("emulator.tls")
 
 TLS_STATE = "smarty.tls"  # the key of the app's lifespan state that holds the process's Tls (for the listeners)
-CA_RECORD = "tls-ca.pem"  # the name of the CA (key and certificate, PEM) in the record
+CA_RECORD = CA_RECORD_FILE  # the name of the CA (key and certificate, PEM) in the record
 REAL_HOSTS = ("smarty.mail.ru", "mcs.mail.ru")  # the hosts of the real service: the persons API and OAuth
 CERTIFICATE_NAMES = (*REAL_HOSTS, "localhost", "127.0.0.1")
 CA_LIFETIME = datetime.timedelta(days=3650)
@@ -60,9 +61,9 @@ class SharedRecord(Protocol):
 
 
 def extra_names(settings: Settings) -> tuple[str, ...]:
-    """The names of ``SMARTY_TLS_HOSTS``, lower-case, in order, without duplicates."""
-    names = (name.strip().lower().rstrip(".") for name in str(settings.tls_hosts).split(","))
-    return tuple(dict.fromkeys(name for name in names if name))
+    """The names of ``SMARTY_TLS_HOSTS``, lower-case, in order, without duplicates (see
+    :func:`emulator.settings.tls_host_names`)."""
+    return tls_host_names(settings.tls_hosts)
 
 
 def certificate_names(settings: Settings) -> tuple[str, ...]:
@@ -139,6 +140,14 @@ def _subject_names(names: Iterable[str]) -> list[x509.GeneralName]:
     return found
 
 
+def _record_place(store: SharedRecord) -> str:
+    """Where the store keeps the CA, for messages: the data dir's file, or the database's row."""
+    data_dir = getattr(store, "data_dir", None)
+    if isinstance(data_dir, Path):
+        return str(data_dir / CA_RECORD)
+    return f"the database (the {CA_RECORD} row of its secrets table)"
+
+
 @dataclass(frozen=True)
 class Authority:
     """The emulator's CA, as kept in the record."""
@@ -155,8 +164,13 @@ class Authority:
 
     @classmethod
     def of(cls, store: SharedRecord) -> Authority:
-        """The CA of the record, made by the first process to ask."""
-        return cls.from_pem(store.shared_value(CA_RECORD, make_ca))
+        """The CA of the record, made by the first process to ask; a :class:`TlsError` naming the record if what
+        the record holds is not a CA's key and certificate."""
+        data = store.shared_value(CA_RECORD, make_ca)
+        try:
+            return cls.from_pem(data)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise TlsError(f"the emulator's CA in {_record_place(store)} cannot be used: {exc}") from exc
 
     def certificate_pem(self) -> bytes:
         """The CA's certificate, PEM: what clients trust. Never the key."""
@@ -193,27 +207,59 @@ class Authority:
 def server_context(chain_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     """A server-side TLS context (TLS 1.2 or later, HTTP/1.1 by ALPN) holding this certificate chain and key.
 
-    ``ssl`` loads certificates from files only: they are written to a private temporary directory (mode 0700) and
-    removed as soon as they are loaded. This is the server certificate's key, never the CA's."""
+    ``ssl`` loads certificates from files only. On Linux the chain and the key go into one anonymous in-memory file
+    (``memfd_create``), read through ``/proc/self/fd``: nothing is written to a file system, so a read-only root
+    does not matter. Elsewhere (or without ``/proc``) they go into one file of a private temporary directory
+    (mode 0700), removed as soon as it is loaded. This is the server certificate's key, never the CA's. A failure is
+    a :class:`TlsError`."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])
-    with tempfile.TemporaryDirectory(prefix="smarty-tls-") as folder:
-        cert_path, key_path = Path(folder) / "chain.pem", Path(folder) / "key.pem"
-        cert_path.write_bytes(chain_pem)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(key_pem)
-        context.load_cert_chain(cert_path, key_path)
+    pem = chain_pem + key_pem  # the certificate, the CA's, then the key: ``load_cert_chain`` finds the key there
+    try:
+        if not _load_from_memory(context, pem):
+            with tempfile.TemporaryDirectory(prefix="smarty-tls-") as folder:
+                path = Path(folder) / "chain.pem"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as file:
+                    file.write(pem)
+                context.load_cert_chain(path)
+    except OSError as exc:  # ssl.SSLError too
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        raise TlsError(f"the server certificate issued from the emulator's CA cannot be loaded: {reason}") from exc
     return context
 
 
-def write_ca_copy(path: Path, pem: bytes) -> None:
-    """Write the CA certificate to ``path`` (mode 0644) as a whole: a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _load_from_memory(context: ssl.SSLContext, pem: bytes) -> bool:
+    """Load ``pem`` (chain and key) into ``context`` from an in-memory file; False where there is none."""
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is None or not os.path.isdir("/proc/self/fd"):
+        return False
     try:
-        temp.write_bytes(pem)
+        fd = memfd_create("smarty-tls", getattr(os, "MFD_CLOEXEC", 0))
+    except OSError:  # not allowed here (seccomp): the temporary directory instead
+        return False
+    try:
+        view = memoryview(pem)
+        while view:
+            view = view[os.write(fd, view) :]
+        context.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    return True
+
+
+def write_ca_copy(path: Path, pem: bytes) -> None:
+    """Write the CA certificate to ``path`` (mode 0644) as a whole: a reader sees the old file or the new one.
+
+    The temporary file has a unique name, so replicas sharing the folder (all of them pid 1 in their containers)
+    never write to the same one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(pem)
         temp.chmod(0o644)
         os.replace(temp, path)
     finally:
@@ -225,12 +271,15 @@ class Tls:
     """The TLS side of one process: the context the HTTPS port and the proxy serve with, once :meth:`load` ran.
 
     ``enabled`` when ``SMARTY_TLS_PORT`` or ``SMARTY_PROXY_PORT`` is set; the runtime then loads it at startup,
-    right after the store opens (the CA is in the record)."""
+    right after the store opens (the CA is in the record). With ``SMARTY_TLS_CA_EXPORT`` alone (``exports``) the
+    runtime loads it too, to write the CA certificate; no server certificate is issued then."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.enabled = bool(settings.tls_port or settings.proxy_port)
+        self.exports = bool(settings.tls_ca_export)
         self.context: ssl.SSLContext | None = None
+        self.failure: str | None = None  # why :meth:`load` failed for good (a TlsError): connections stop waiting
         self.proxy_hosts = proxy_hosts(settings)
 
     def ca_pem(self, store: SharedRecord) -> bytes:
@@ -239,13 +288,23 @@ class Tls:
 
     def load(self, store: SharedRecord) -> None:
         """Build the server context: from ``SMARTY_TLS_CERT``/``SMARTY_TLS_KEY``, or a certificate issued now from
-        the record's CA; write the CA certificate to ``SMARTY_TLS_CA_EXPORT`` if set."""
+        the record's CA; write the CA certificate to ``SMARTY_TLS_CA_EXPORT`` if set. A :class:`TlsError` is final:
+        it is kept in :attr:`failure`, and the listeners stop waiting for a certificate."""
+        try:
+            self._load(store)
+        except TlsError as exc:
+            self.failure = str(exc)
+            raise
+
+    def _load(self, store: SharedRecord) -> None:
         authority = Authority.of(store)
         if self.settings.tls_ca_export:
             try:
                 write_ca_copy(Path(self.settings.tls_ca_export), authority.certificate_pem())
             except OSError as exc:
                 raise TlsError(f"SMARTY_TLS_CA_EXPORT={self.settings.tls_ca_export}: {exc.strerror or exc}") from exc
+        if not self.enabled:
+            return
         if self.settings.tls_cert:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -366,6 +366,8 @@ def file_value(path: Path, make: Callable[[], bytes]) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         pass
+    except OSError as exc:  # a directory in its place, not readable by this user...
+        raise StoreError(f"could not read {path}: {exc.strerror or exc}") from exc
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")

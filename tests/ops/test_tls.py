@@ -8,6 +8,7 @@ CA survives a restart, its file keeps its key private, and ``serve --workers 2``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -244,6 +245,16 @@ def test_the_ca_is_exported_served_and_never_its_key(tls: TlsServer) -> None:
     assert "PRIVATE KEY" not in tls.server.log()
 
 
+def test_the_ca_is_exported_without_a_tls_port_too(tmp_path: Path) -> None:
+    export = tmp_path / "shared" / "ca.pem"
+    server = EmulatorProcess(tmp_path / "data", tls_ca_export=export).start()
+    try:
+        served = httpx.get(f"{server.base_url}/emulator/ca.pem", timeout=30).content
+    finally:
+        server.stop()
+    assert export.read_bytes() == served and b"PRIVATE KEY" not in served
+
+
 def test_the_ca_survives_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     made = run_cli("ca", "--data-dir", str(data))  # before any server: the CA is made once, here
@@ -261,23 +272,69 @@ def test_the_ca_survives_a_restart(tmp_path: Path) -> None:
     assert leaves[0] != leaves[1]  # each start issues its own server certificate, from the same CA
 
 
+def served_by(port: int, ca_pem: bytes, connect: str | None = None) -> tuple[str, bytes]:
+    """One new connection to the TLS port (or, with ``connect``, through the proxy's tunnel to that host): the
+    worker that answered ``GET /emulator/clients`` (its ``X-Emulator-Worker``) and the certificate it served."""
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        if connect is not None:
+            raw.sendall(f"CONNECT {connect}:443 HTTP/1.1\r\nHost: {connect}:443\r\n\r\n".encode())
+            answer = b""
+            while not answer.endswith(b"\r\n\r\n"):
+                chunk = raw.recv(1)
+                assert chunk, answer
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+        with context.wrap_socket(raw, server_hostname=connect or "smarty.mail.ru") as tls:
+            der = tls.getpeercert(binary_form=True)
+            tls.sendall(b"GET /emulator/clients HTTP/1.1\r\nHost: smarty.mail.ru\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := tls.recv(65536):
+                response += chunk
+    assert der is not None and response.startswith(b"HTTP/1.1 200 "), response[:200]
+    head = response.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    [worker] = [line.split(":", 1)[1].strip() for line in head if line.lower().startswith("x-emulator-worker:")]
+    return worker, der
+
+
+def workers_serving(serve: Callable[[], tuple[str, bytes]], attempts: int = 60) -> dict[str, set[bytes]]:
+    """The workers seen over new connections (and the certificates each served), until two are seen."""
+    seen: dict[str, set[bytes]] = {}
+    for _ in range(attempts):
+        worker, der = serve()
+        seen.setdefault(worker, set()).add(der)
+        if len(seen) == 2:
+            break
+    return seen
+
+
 def test_two_workers_serve_tls_and_the_proxy(tmp_path: Path) -> None:
     tls_port, proxy_port = free_port(), free_port()
     server = EmulatorProcess(tmp_path / "data", workers=2, tls_port=tls_port, proxy_port=proxy_port).start()
     try:
-        ca = tmp_path / "ca.pem"
-        ca.write_bytes(httpx.get(f"{server.base_url}/emulator/ca.pem", timeout=30).content)
-        leaves = {handshake(tls_port, ca.read_bytes()) for _ in range(12)}  # connections land on either worker
-        resolve = f"smarty.mail.ru:{tls_port}:127.0.0.1"
-        for route in (
-            ["--proxy", f"http://127.0.0.1:{proxy_port}", "https://smarty.mail.ru/emulator/ready"],
-            ["--resolve", resolve, f"https://smarty.mail.ru:{tls_port}/emulator/ready"],
-        ):
-            done = curl("--cacert", str(ca), *route)
-            assert done.returncode == 0 and json.loads(done.stdout)["ready"] is True, done
+        ca = httpx.get(f"{server.base_url}/emulator/ca.pem", timeout=30).content
+        on_tls_port = workers_serving(lambda: served_by(tls_port, ca))
+        through_proxy = workers_serving(lambda: served_by(proxy_port, ca, connect="smarty.mail.ru"))
     finally:
         assert server.stop() == 0
-    assert 1 <= len(leaves) <= 2  # one server certificate per worker, all from the one CA
+    for seen in (on_tls_port, through_proxy):
+        assert len(seen) == 2, seen.keys()  # both workers answered over TLS
+        assert all(len(leaves) == 1 for leaves in seen.values())  # each its own server certificate, all its life
+    assert on_tls_port == through_proxy  # the same two workers and certificates, whichever port
+    leaves = [leaf for [leaf] in on_tls_port.values()]
+    assert leaves[0] != leaves[1]  # one server certificate per worker, both verified against the one CA
+
+
+def test_with_json_logs_every_line_of_serve_with_tls_is_one_json_object(tmp_path: Path) -> None:
+    tls_port, proxy_port = free_port(), free_port()
+    server = EmulatorProcess(
+        tmp_path / "data", tls_port=tls_port, proxy_port=proxy_port, log_format="json", log_level="info"
+    ).start()
+    server.stop()
+    lines = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    messages = [line["message"] for line in lines]
+    assert f"HTTPS on 127.0.0.1:{tls_port}" in messages, lines
+    assert f"the HTTPS proxy on 127.0.0.1:{proxy_port}" in messages, lines
 
 
 def test_a_taken_tls_port_stops_serve_with_one_clear_line(tmp_path: Path) -> None:
@@ -291,7 +348,10 @@ def test_a_taken_tls_port_stops_serve_with_one_clear_line(tmp_path: Path) -> Non
 
 def test_a_certificate_that_cannot_be_read_is_reported_by_readiness(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pem"
-    server = EmulatorProcess(tmp_path / "data", tls_port=free_port(), tls_cert=missing, tls_key=missing)
+    tls_port, proxy_port = free_port(), free_port()
+    server = EmulatorProcess(
+        tmp_path / "data", tls_port=tls_port, proxy_port=proxy_port, tls_cert=missing, tls_key=missing
+    )
     server.start(wait="alive")
     try:
         deadline = time.monotonic() + 60
@@ -303,6 +363,36 @@ def test_a_certificate_that_cannot_be_read_is_reported_by_readiness(tmp_path: Pa
             f"TlsError: SMARTY_TLS_CERT={missing} with SMARTY_TLS_KEY={missing} cannot be served: "
             "No such file or directory"
         )
+        # Connections do not wait for a certificate that will never come: a CONNECT gets 503 (no tunnel is
+        # announced), a TLS connection is closed, both at once rather than after the warm-up's wait.
+        started = time.monotonic()
+        answer = raw_proxy_request(proxy_port, "CONNECT smarty.mail.ru:443 HTTP/1.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert b"Connection established" not in answer
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as raw:
+            raw.sendall(b"\x16\x03\x01\x00\x05hello")  # the start of a ClientHello
+            with contextlib.suppress(ConnectionResetError):
+                assert raw.recv(4096) == b""  # closed by the server
+        assert time.monotonic() - started < 5
         assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
+def test_a_ca_record_that_cannot_be_read_closes_tls_connections_at_once(tmp_path: Path) -> None:
+    (tmp_path / "data" / "tls-ca.pem").mkdir(parents=True)  # the data dir's CA record cannot be read
+    proxy_port = free_port()
+    server = EmulatorProcess(tmp_path / "data", proxy_port=proxy_port)
+    server.start(wait="alive")
+    try:
+        deadline = time.monotonic() + 60
+        while "error" not in (report := httpx.get(f"{server.base_url}/emulator/ready", timeout=30).json()):
+            assert time.monotonic() < deadline, report
+            time.sleep(0.1)
+        assert "tls-ca.pem" in report["error"]
+        started = time.monotonic()
+        answer = raw_proxy_request(proxy_port, "CONNECT smarty.mail.ru:443 HTTP/1.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert time.monotonic() - started < 5
     finally:
         server.stop()

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emulator.ops.tls import Authority, TlsError, make_ca
 from emulator.settings import Settings
 from emulator.store.postgres import PostgresStore
-from emulator.store.records import Store
+from emulator.store.records import Store, StoreError
 from emulator.store.sqlite import SqliteStore
 from tests.support.emulator_process import EmulatorProcess, run_cli
 from tests.support.emulator_server import free_port
@@ -90,3 +91,24 @@ def test_two_postgres_replicas_serve_certificates_from_one_ca(postgres: Postgres
     assert printed.returncode == 0 and printed.stdout.encode() == ca, printed.stderr
     assert not any((tmp_path / f"replica-{i}" / "data" / "tls-ca.pem").exists() for i in range(2))  # in the database
     assert not os.path.exists(tmp_path / "cli" / "tls-ca.pem")
+
+
+def test_a_directory_in_place_of_the_ca_file_is_a_store_error_naming_it(tmp_path: Path) -> None:
+    record = tmp_path / "data" / "tls-ca.pem"
+    record.mkdir(parents=True)
+    with pytest.raises(StoreError, match=f"could not read {record}: Is a directory"):
+        SqliteStore(tmp_path / "data").shared_value("tls-ca.pem", make_ca)
+    printed = run_cli("ca", "--data-dir", str(tmp_path / "data"))  # one line, no traceback
+    assert printed.returncode == 1 and "Traceback" not in printed.stderr
+    assert f"smarty-emulator: could not read {record}: Is a directory" in printed.stderr
+
+
+def test_a_corrupt_ca_file_is_a_tls_error_naming_it(tmp_path: Path) -> None:
+    record = tmp_path / "data" / "tls-ca.pem"
+    record.parent.mkdir()
+    record.write_bytes(b"not a CA\n")
+    with pytest.raises(TlsError, match=f"the emulator's CA in {record} cannot be used"):
+        Authority.of(SqliteStore(tmp_path / "data"))
+    printed = run_cli("ca", "--data-dir", str(tmp_path / "data"))
+    assert printed.returncode == 1 and "Traceback" not in printed.stderr
+    assert f"smarty-emulator: the emulator's CA in {record} cannot be used" in printed.stderr
