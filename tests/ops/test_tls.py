@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -346,6 +347,15 @@ def test_a_taken_tls_port_stops_serve_with_one_clear_line(tmp_path: Path) -> Non
     assert "Traceback" not in done.stderr
 
 
+def startup_error_report(server: EmulatorProcess) -> dict[str, Any]:
+    """Readiness once it reports the startup's error (within 60 s)."""
+    deadline = time.monotonic() + 60
+    while "error" not in (report := httpx.get(f"{server.base_url}/emulator/ready", timeout=30).json()):
+        assert time.monotonic() < deadline, report
+        time.sleep(0.1)
+    return dict(report)
+
+
 def test_a_certificate_that_cannot_be_read_is_reported_by_readiness(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pem"
     tls_port, proxy_port = free_port(), free_port()
@@ -354,10 +364,7 @@ def test_a_certificate_that_cannot_be_read_is_reported_by_readiness(tmp_path: Pa
     )
     server.start(wait="alive")
     try:
-        deadline = time.monotonic() + 60
-        while "error" not in (report := httpx.get(f"{server.base_url}/emulator/ready", timeout=30).json()):
-            assert time.monotonic() < deadline, report
-            time.sleep(0.1)
+        report = startup_error_report(server)
         assert report["ready"] is False
         assert report["error"] == (
             f"TlsError: SMARTY_TLS_CERT={missing} with SMARTY_TLS_KEY={missing} cannot be served: "
@@ -385,10 +392,7 @@ def test_a_ca_record_that_cannot_be_read_closes_tls_connections_at_once(tmp_path
     server = EmulatorProcess(tmp_path / "data", proxy_port=proxy_port)
     server.start(wait="alive")
     try:
-        deadline = time.monotonic() + 60
-        while "error" not in (report := httpx.get(f"{server.base_url}/emulator/ready", timeout=30).json()):
-            assert time.monotonic() < deadline, report
-            time.sleep(0.1)
+        report = startup_error_report(server)
         assert "tls-ca.pem" in report["error"]
         started = time.monotonic()
         answer = raw_proxy_request(proxy_port, "CONNECT smarty.mail.ru:443 HTTP/1.1\r\n\r\n")
