@@ -15,7 +15,6 @@ the command itself for ``smarty-emulator import`` and ``seed`` (its peak, from `
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ import numpy as np
 import pytest
 
 from emulator.control import snapshot
+from emulator.launcher import clean_env
 from emulator.persons.types import ClientId, SpaceKey
 from tests.support import bombs
 from tests.support.emulator_process import ROOT, EmulatorProcess
@@ -190,8 +190,7 @@ _PEAK_OF_CHILD = (
 
 def _command(tmp_path: Path, *args: str, stdin: Iterator[bytes] | None = None) -> tuple[int, str, int]:
     """Run ``python -m emulator ARGS``; its exit status, standard error and peak RSS in bytes."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTY_", "PROMETHEUS_"))}
-    env["SMARTY_DATA_DIR"] = str(tmp_path / "cli-data")
+    env = clean_env({"SMARTY_DATA_DIR": str(tmp_path / "cli-data")}, drop=("SMARTY_", "PROMETHEUS_"))
     errors = tmp_path / "stderr.txt"
     with open(errors, "wb") as err:
         process = subprocess.Popen(

@@ -11,7 +11,10 @@ import pytest
 from emulator.persons.index import IndexCache, SpaceIndex
 from emulator.store import Store
 from emulator.store.records import EMBEDDING_DIM, ClientId, FaceRow, SpaceData, SpaceKey, WriteDelta
-from tests.support.domain import assert_same_index, open_store
+from tests.support.backends import Backend
+from tests.support.domain import assert_same_index
+
+SQLITE = Backend("sqlite")  # the store as the server opens it (tests/support/backends.py)
 
 AXIS = np.eye(EMBEDDING_DIM, dtype=np.float32)[0]
 
@@ -138,7 +141,7 @@ def test_a_face_added_and_removed_in_one_write_is_not_kept() -> None:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    opened = open_store(tmp_path_factory.mktemp("index"))
+    opened = SQLITE.store(tmp_path_factory.mktemp("index"))
     yield opened
     opened.close()
 

@@ -36,8 +36,11 @@ from emulator.persons.types import (
 )
 from emulator.store import Store
 from emulator.store.records import SpaceData, StoredFace, StoreError
-from tests.support.domain import LiveSettings, assert_same_index, domain_settings, fake, image, open_store
+from tests.support.backends import Backend
+from tests.support.domain import LiveSettings, assert_same_index, domain_settings, fake, image
 from tests.support.fake_engine import FakeEngine, embedding, near
+
+SQLITE = Backend("sqlite")  # the store as the server opens it (tests/support/backends.py)
 
 
 @dataclass
@@ -105,7 +108,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def shared_store(data_dir: Path) -> Iterator[Store]:
-    store = open_store(data_dir)
+    store = SQLITE.store(data_dir)
     yield store
     store.close()
 
@@ -594,7 +597,7 @@ def test_a_deleted_person_is_not_matched_by_a_face_it_learned_and_lost(d: Domain
 def test_a_write_by_another_process_is_seen_on_the_next_request(d: Domain) -> None:
     d.enroll((3, fake(1)))
     assert d.one(fake(2)).tag == UNDEFINED
-    other = open_store(d.live().data_dir)  # the same database, as a second worker process opens it
+    other = SQLITE.store(d.live().data_dir)  # the same database, as a second worker process opens it
     try:
         with other.write(d.key()) as writer:
             writer.add_face(4, embedding(2), "set")

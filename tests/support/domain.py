@@ -10,19 +10,11 @@ import numpy as np
 from emulator.persons.index import SpaceIndex
 from emulator.persons.types import ImageInput
 from emulator.settings import Settings
-from emulator.store import Store, store_from_settings
 
 
 def domain_settings(data_dir: Path) -> Settings:
     """Default settings with a SQLite store in ``data_dir``; images analysed in the calling thread."""
     return Settings.from_sources({}, {"data_dir": data_dir, "analyze_workers": 1})
-
-
-def open_store(data_dir: Path) -> Store:
-    """The SQLite store of ``data_dir``, opened (created and migrated) as the server opens it."""
-    store = store_from_settings(domain_settings(data_dir))
-    store.open()
-    return store
 
 
 def fake(*tokens: object) -> bytes:

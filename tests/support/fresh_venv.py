@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from emulator.launcher import clean_env
 from tests.support.emulator_server import fixture, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ def install_and_serve(src: Path, steps: list[list[str]], tmp_path: Path) -> None
     """Run install.sh once per step (its options) from ``src`` (a tree or a wheel) into a new venv, check what it
     installed, then serve from the venv and check that a set is recognized."""
     venv = tmp_path / "venv"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTY_", "PROMETHEUS_", "VIRTUAL_ENV"))}
+    env = clean_env(drop=("SMARTY_", "PROMETHEUS_", "VIRTUAL_ENV"))
     for step in steps:
         installed = subprocess.run(
             ["sh", str(INSTALL), *step, str(venv), str(src)],
