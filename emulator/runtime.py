@@ -20,6 +20,7 @@ from emulator.control.state import BOOT_ID_ENV, SharedState, SqliteSharedState
 from emulator.face.engine import FaceEngine
 from emulator.ops.datadir import check_data_dir
 from emulator.ops.observe import Observer, RequestRecord
+from emulator.ops.state_threads import StateThreads
 from emulator.ops.tls import Tls
 from emulator.persons.auth import TokenDirectory
 from emulator.persons.clients import parse_clients, parse_oauth_clients
@@ -70,6 +71,8 @@ class Runtime:
         self._overrides: dict[str, Any] = {}
         self._settings_version = -1
         self.shared = self._shared_state()
+        # The per-request state read and journal write over the network: threads apart from the analyses'.
+        self.state_threads = StateThreads(int(self.base_settings.database_pool_size))
         self.store = WatchedStore(self.store, self._note_write)  # health: when storage worked again
         self.faults = FaultInjector(self.shared)
         self.service = PersonsService(self.engine, self.store, lambda: self.settings, self.note_failure)

@@ -29,12 +29,12 @@ fault can close a connection without a response (:func:`drop_connection`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -121,8 +121,8 @@ class OverloadMiddleware:
 
 async def observe(runtime: Runtime, record: RequestRecord) -> None:
     """Hand a finished request to the observers; in a worker thread when the journal is over the network."""
-    if runtime.state_is_remote:
-        await run_in_threadpool(runtime.observe, record)
+    if runtime.state_is_remote:  # in threads of their own: not behind the analyses that fill the thread pool
+        await runtime.state_threads.run(functools.partial(runtime.observe, record))
     else:
         runtime.observe(record)
 
@@ -131,7 +131,8 @@ class SharedStateSyncMiddleware:
     """Read the shared testing-aid state's version once per HTTP request (see the module docstring).
 
     Liveness, readiness and metrics do not read it (they must answer at once, whatever the database does). With
-    PostgreSQL the read is a network round trip, so it runs in a worker thread, never on the event loop."""
+    PostgreSQL the read is a network round trip, so it runs in a worker thread, never on the event loop, and in
+    threads of its own (:class:`emulator.ops.state_threads.StateThreads`), never queued behind analyses."""
 
     UNSYNCED_PATHS = frozenset({"/emulator/health", "/emulator/ready", "/metrics"})
 
@@ -142,8 +143,8 @@ class SharedStateSyncMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("path") not in self.UNSYNCED_PATHS:
             try:
-                if self.runtime.state_is_remote:
-                    await run_in_threadpool(self.runtime.sync_shared)
+                if self.runtime.state_is_remote:  # not behind the analyses in the thread pool
+                    await self.runtime.state_threads.run(self.runtime.sync_shared)
                 else:
                     self.runtime.sync_shared()
             except StoreError as exc:  # the database is unreachable: the request itself will say so if it needs it
