@@ -232,8 +232,9 @@ class Runtime:
                 self.shared.open()
                 self.sync_shared()
                 self.store.open()
-                if self.state_is_remote:
-                    self.oauth.load_secret()  # never on the event loop, where tokens are checked
+                # Now, in the startup thread: never on the event loop, where tokens are issued and checked (a file
+                # read, maybe a first write with fsync, on SQLite; a database round trip on PostgreSQL).
+                self.oauth.load_secret()
                 if self.tls.enabled or self.tls.exports:
                     self.tls.load(self.store)  # the CA is in the record: the same for every worker and replica
             except StoreError as exc:

@@ -5,6 +5,9 @@ OAuth libraries send it); the client id and secret may also come as HTTP Basic a
 response has ``access_token``, ``refresh_token`` and ``expires_in``; errors are shaped as
 RFC 6749 errors: ``{"error": "invalid_client", "error_description": "..."}`` with 400 or 401.
 The real endpoint's error bodies are not documented; these are the emulator's.
+
+The signing secret is read at startup (a file of the data dir, or a row of the database), never on the event
+loop; a token asked for before that reads it in a worker thread.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from emulator.persons.oauth import OAuthError
 from emulator.runtime import Runtime
@@ -64,6 +68,8 @@ def build_oauth_router(runtime: Runtime) -> APIRouter:
 
     @router.post(TOKEN_PATH, name="oauth_token")
     async def token(request: Request) -> JSONResponse:
+        if not runtime.oauth.secret_loaded:  # a token asked for before the startup read it: read it off the loop
+            await run_in_threadpool(runtime.oauth.load_secret)
         try:
             raw = await request.body()
             if len(raw) > _MAX_BODY:

@@ -176,6 +176,10 @@ class TokenIssuer:
         expires_at = self.clock() + self._lifetime()
         return self._sign({"k": _ACCESS, "c": name, "i": recorded_id, "e": expires_at, "n": secrets.token_hex(8)})
 
+    @property
+    def secret_loaded(self) -> bool:
+        return self._key is not None
+
     def load_secret(self) -> None:
         """Read the signing secret now rather than on the first token (when reading it is a database round trip,
         it is then not made while a request waits)."""
