@@ -212,6 +212,16 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=100,
     ),
     Setting(
+        "change_log_size",
+        int,
+        1000,
+        "Generations of changes each space keeps for catch-up: a worker or replica whose index of a space is at most "
+        "this many writes behind applies what changed in place; one further behind (or behind a truncate or a "
+        "snapshot restore) reloads the space whole. 0: every write elsewhere reloads the space.",
+        minimum=0,
+        maximum=1000000,
+    ),
+    Setting(
         "workers",
         int,
         1,

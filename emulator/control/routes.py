@@ -135,6 +135,25 @@ def build_admin_router(runtime: Runtime) -> APIRouter:
             "photos": [p.to_json() for p in photos],
         }
 
+    @router.get("/clients/{client}/spaces/{space}/index")
+    def show_index(client: str, space: int) -> dict[str, Any]:
+        """This process's index of the space, brought current first (as a request's match would): its generation,
+        size, digest (equal to a fresh load's digest when it holds the same faces) and how it followed the store."""
+        key = SpaceKey(ClientId(client), _space(space))
+        cache = runtime.service.index
+        index = cache.get(key)
+        counts = cache.counts(key)
+        return {
+            "client": client,
+            "space": space,
+            "generation": index.generation,
+            "faces": len(index),
+            "persons": len(index.unique_person_ids),
+            "digest": index.digest(),
+            "loads": counts.loads,
+            "catch_ups": counts.catch_ups,
+        }
+
     @router.post("/reset")
     async def reset(request: Request) -> dict[str, Any]:
         scope = _scope(await request.body())

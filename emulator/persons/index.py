@@ -8,12 +8,13 @@ person id, so the per-person maximum is one ``np.maximum.reduceat`` with no Pyth
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from emulator.store.records import EMBEDDING_DIM, SpaceData, SpaceKey, Store, WriteDelta
+from emulator.store.records import EMBEDDING_DIM, SpaceChanges, SpaceData, SpaceKey, Store, WriteDelta
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class SpaceIndex:
             starts = np.zeros(0, dtype=np.int64)
         self._starts = starts
         self.unique_person_ids = self.person_ids[starts] if len(starts) else np.zeros(0, dtype=np.int64)
+        self.max_face_id = int(self.face_ids.max()) if len(self.face_ids) else 0
 
     @classmethod
     def from_data(cls, data: SpaceData) -> SpaceIndex:
@@ -88,32 +90,80 @@ class SpaceIndex:
         else:
             keep = np.ones(len(self.face_ids), dtype=bool)
         added = [r for r in delta.added if r.face_id not in delta.removed_face_ids]  # not those removed since
-        added_ids = np.array([r.face_id for r in added], dtype=np.int64)
-        added_persons = np.array([r.person_id for r in added], dtype=np.int64)
         added_matrix = (
             np.stack([r.embedding for r in added]).astype(np.float32)
             if added
             else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
         )
-        return SpaceIndex(
+        return self._changed(
             delta.new_generation,
-            np.concatenate([self.face_ids[keep], added_ids]),
-            np.concatenate([self.person_ids[keep], added_persons]),
-            np.concatenate([self.matrix[keep], added_matrix]),
+            keep,
+            np.array([r.face_id for r in added], dtype=np.int64),
+            np.array([r.person_id for r in added], dtype=np.int64),
+            added_matrix,
         )
+
+    def catch_up(self, changes: SpaceChanges) -> SpaceIndex:
+        """A new snapshot with another process's ``changes`` applied (read since this index's generation, with the
+        faces above its largest face id): equal, row for row, to a fresh load at ``changes.generation``."""
+        if len(changes.removed_face_ids):
+            keep = ~np.isin(self.face_ids, changes.removed_face_ids)
+        else:
+            keep = np.ones(len(self.face_ids), dtype=bool)
+        added = changes.added
+        return self._changed(changes.generation, keep, added.face_ids, added.person_ids, added.embeddings)
+
+    def _changed(
+        self,
+        generation: int,
+        keep: np.ndarray,
+        added_ids: np.ndarray,
+        added_persons: np.ndarray,
+        added_matrix: np.ndarray,
+    ) -> SpaceIndex:
+        """The rows ``keep`` of this index, then the added ones (ids above every kept one, in id order: the order a
+        fresh load gives within each person)."""
+        if keep.all() and not len(added_ids):
+            face_ids, person_ids, matrix = self.face_ids, self.person_ids, self.matrix
+        else:
+            face_ids = np.concatenate([self.face_ids[keep], added_ids])
+            person_ids = np.concatenate([self.person_ids[keep], added_persons])
+            matrix = np.concatenate([self.matrix[keep], added_matrix])
+        return SpaceIndex(generation, face_ids, person_ids, matrix)
+
+    def digest(self) -> str:
+        """sha256 of the rows (face id, person id, embedding bit for bit) in face id order: two indexes of a space
+        have the same digest exactly when they hold the same faces."""
+        order = np.argsort(self.face_ids, kind="stable")
+        digest = hashlib.sha256()
+        digest.update(self.face_ids[order].astype("<i8").tobytes())
+        digest.update(self.person_ids[order].astype("<i8").tobytes())
+        digest.update(np.ascontiguousarray(self.matrix[order], dtype="<f4").tobytes())
+        return digest.hexdigest()
+
+
+@dataclass
+class FollowCounts:
+    """How a process's index of one space followed other processes' writes."""
+
+    loads: int = 0  # whole-space reads: the first, and those the change log could not spare
+    catch_ups: int = 0  # changes read since the held generation and applied in place
 
 
 class IndexCache:
     """Per-process cache of :class:`SpaceIndex`, kept current with the store's generations.
 
     ``get`` costs one indexed read of the store when nothing changed (none inside a write transaction, which
-    knows the generation); after this process's own writes the delta is applied in memory; after another
-    process's write the space is reloaded from the store.
+    knows the generation); after this process's own writes the delta is applied in memory; after other processes'
+    writes only what changed since the held generation is read (one statement, :meth:`Store.changes_since`) and
+    applied in place. The space is loaded whole the first time, and when the store's change log no longer reaches
+    back to the held generation (pruned, or the space was truncated or restored since).
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._indexes: dict[SpaceKey, SpaceIndex] = {}
+        self._counts: dict[SpaceKey, FollowCounts] = {}
         self._lock = threading.Lock()
 
     def get(self, key: SpaceKey, generation: int | None = None) -> SpaceIndex:
@@ -125,23 +175,40 @@ class IndexCache:
             index = self._indexes.get(key)
         if index is not None and index.generation == generation:
             return index
+        if index is not None and index.generation < generation:
+            changes = self._store.changes_since(key, index.generation, index.max_face_id)
+            if changes is not None:
+                return self._keep(key, index.catch_up(changes), catch_up=True)
         return self.reload(key)
 
     def reload(self, key: SpaceKey) -> SpaceIndex:
-        index = SpaceIndex.from_data(self._store.load_space(key))
+        return self._keep(key, SpaceIndex.from_data(self._store.load_space(key)), catch_up=False)
+
+    def _keep(self, key: SpaceKey, index: SpaceIndex, *, catch_up: bool) -> SpaceIndex:
+        """Hold ``index`` unless a newer one is held already (another thread got further meanwhile)."""
         with self._lock:
+            counts = self._counts.setdefault(key, FollowCounts())
+            if catch_up:
+                counts.catch_ups += 1
+            else:
+                counts.loads += 1
             current = self._indexes.get(key)
             if current is None or current.generation <= index.generation:
                 self._indexes[key] = index
         return index
 
+    def counts(self, key: SpaceKey) -> FollowCounts:
+        """How this process's index of ``key`` followed the store so far (a copy)."""
+        with self._lock:
+            counts = self._counts.get(key, FollowCounts())
+            return FollowCounts(counts.loads, counts.catch_ups)
+
     def apply(self, delta: WriteDelta) -> None:
-        """Follow a write this process committed."""
+        """Follow a write this process committed. An index that was not at the write's starting generation is left
+        as it is: the next ``get`` catches it up from the store."""
         if delta.new_generation == delta.old_generation:
             return
         with self._lock:
             index = self._indexes.get(delta.key)
             if index is not None and index.generation == delta.old_generation:
                 self._indexes[delta.key] = index.apply(delta)
-            else:
-                self._indexes.pop(delta.key, None)

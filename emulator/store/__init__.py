@@ -15,4 +15,4 @@ def store_from_settings(settings: Settings) -> Store:
         from emulator.store.postgres import PostgresStore  # psycopg is imported only by those who use it
 
         return PostgresStore.from_settings(settings)
-    return SqliteStore(settings.data_dir)
+    return SqliteStore(settings.data_dir, int(settings.change_log_size))

@@ -10,6 +10,9 @@ It implements :class:`emulator.store.records.Store` as the SQLite store does, wi
   it with its in-memory index once per request (one primary-key read) and reloads the space only when it moved.
   Inside a write, ``generation`` and ``load_space`` read through the write's own connection (kept per thread), so
   they see the locked state.
+* **Catch-up.** A replica whose index is behind reads only what changed since its generation (the change log of
+  :mod:`emulator.store.sql`, one statement) and applies it in place; it reloads a space only when the log no longer
+  reaches back (pruned, or the space was truncated or restored since).
 * **Durability.** Writes commit with the server's ``synchronous_commit`` (on by default): a write answered with
   status 0 is on the database server's disk, so killing a replica loses nothing acknowledged.
 * **Failures.** Every failure of the database (unreachable, restarted, timed out) is a
@@ -88,7 +91,23 @@ _MIGRATIONS: tuple[str, ...] = (
         value bytea NOT NULL
     );
     """,
+    # 2: the change log that other replicas catch up from (emulator.store.sql); existing spaces start it empty.
+    """
+    ALTER TABLE spaces ADD COLUMN log_floor bigint NOT NULL DEFAULT 0;
+    UPDATE spaces SET log_floor = generation;
+    CREATE TABLE space_changes (
+        client text NOT NULL,
+        space integer NOT NULL,
+        generation bigint NOT NULL,       -- of the write that made the change
+        kind integer NOT NULL,            -- 2: face a (of person b) removed, 3: alias pair (a, b) recorded
+        a bigint NOT NULL,
+        b bigint NOT NULL
+    );
+    CREATE INDEX space_changes_by_generation ON space_changes (client, space, generation);
+    CREATE INDEX faces_by_id ON faces (client, space, id);
+    """,
 )
+DEFAULT_CHANGE_LOG_SIZE = 1000  # the setting change_log_size's default
 
 
 class Database:
@@ -239,8 +258,8 @@ class Database:
 class PgSpaceWriter(SqlSpaceWriter):
     """Operations inside one write transaction on one space (see :meth:`PostgresStore.write`)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], key: SpaceKey, generation: int) -> None:
-        super().__init__(key, generation)
+    def __init__(self, conn: psycopg.Connection[Any], key: SpaceKey, generation: int, change_log_size: int) -> None:
+        super().__init__(key, generation, change_log_size)
         self._conn = conn
 
     def _run(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
@@ -259,13 +278,14 @@ class PgSpaceWriter(SqlSpaceWriter):
 class PostgresStore(SqlInventory):
     """The record in PostgreSQL (see :class:`emulator.store.records.Store` for what each method promises)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, change_log_size: int = DEFAULT_CHANGE_LOG_SIZE) -> None:
         self.database = database
+        self.change_log_size = change_log_size
         self._local = threading.local()  # .conn: the connection of the write transaction open in this thread
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
-        return cls(Database.from_settings(settings))
+        return cls(Database.from_settings(settings), int(settings.change_log_size))
 
     @property
     def location(self) -> str:
@@ -328,7 +348,7 @@ class PostgresStore(SqlInventory):
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (key.client, key.space))
             self._local.conn = conn
             try:
-                writer = PgSpaceWriter(conn, key, self.generation(key))
+                writer = PgSpaceWriter(conn, key, self.generation(key), self.change_log_size)
                 yield writer
             finally:
                 self._local.conn = None

@@ -83,6 +83,23 @@ class WriteDelta:
         return bool(self.added or self.removed_face_ids or self.cleared)
 
 
+@dataclass(frozen=True)
+class SpaceChanges:
+    """What changed in a space since a generation an index holds (:meth:`Store.changes_since`), read in one
+    statement: what the index needs to follow the space in place instead of reloading it.
+
+    ``added`` holds the faces stored now whose ids are above the largest the index has (face ids grow within a
+    space: its writes are serialized), as they are now: a face added and removed since is in neither list.
+    ``removed_face_ids`` are the faces removed since (some may never have been in the index: added and removed
+    since). ``alias_pairs`` are the pairs recognize recorded since; the index does not hold them.
+    """
+
+    generation: int  # the space's generation these changes bring an index to
+    added: SpaceData  # its generation is ``generation``
+    removed_face_ids: np.ndarray  # int64
+    alias_pairs: tuple[tuple[int, int], ...] = ()
+
+
 OnWrite = Callable[[WriteDelta], None]
 """Told of every committed write, so this process's index follows at once (``IndexCache.apply``)."""
 
@@ -184,6 +201,12 @@ class Store(Protocol):
 
     def load_space(self, key: SpaceKey) -> SpaceData:
         """A space's faces and generation, from one consistent read."""
+        ...
+
+    def changes_since(self, key: SpaceKey, generation: int, after_face_id: int) -> SpaceChanges | None:
+        """What changed in the space after ``generation`` (an index that holds faces up to ``after_face_id``), in one
+        statement; None when the space's change log no longer reaches back to ``generation`` (pruned, or the space
+        was truncated or restored since): the index must be loaded whole."""
         ...
 
     def write(self, key: SpaceKey) -> AbstractContextManager[SpaceWriter]:

@@ -1,12 +1,13 @@
 """What the SQL backends share: the operations of a write transaction (:class:`SqlSpaceWriter`, with the bump of
-the generation), the generation read and the inventory reads of the :class:`~emulator.store.records.Store` protocol
-(the admin API, snapshots, seeding and metrics use them) and the reading of face rows.
+the generation and the change log), the generation read, the catch-up read and the inventory reads of the
+:class:`~emulator.store.records.Store` protocol (the admin API, snapshots, seeding and metrics use them) and the
+reading of face rows.
 
-Both backends keep the same tables (``faces``, ``spaces``, ``alias_pairs``) with the same columns, so these are the
-same SQL; the statements here are written with ``?`` markers, which a backend turns into its own (``%s`` for
-psycopg). ``INSERT ... ON CONFLICT DO NOTHING`` needs SQLite 3.24 or later. What differs stays in the backend: the
-transaction and its lock, reading a space for the index (``load_space``), a consistent snapshot of a whole space,
-inserting and deleting faces (``RETURNING``), secrets and locks.
+Both backends keep the same tables (``faces``, ``spaces``, ``alias_pairs``, ``space_changes``) with the same
+columns, so these are the same SQL; the statements here are written with ``?`` markers, which a backend turns into
+its own (``%s`` for psycopg). ``INSERT ... ON CONFLICT DO NOTHING`` needs SQLite 3.24 or later. What differs stays
+in the backend: the transaction and its lock, reading a space for the index (``load_space``), a consistent snapshot
+of a whole space, inserting and deleting faces (``RETURNING``), secrets and locks.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from typing import Any
 import numpy as np
 
 from emulator.store.records import (
+    EMBEDDING_DIM,
     ClientId,
     FaceRow,
+    SpaceChanges,
     SpaceCounts,
+    SpaceData,
     SpaceKey,
     StoredFace,
     WriteDelta,
@@ -30,6 +34,60 @@ from emulator.store.records import (
 )
 
 FACE_COLUMNS = "id, person_id, kind, created_at, meta, embedding, thumbnail"
+
+# The change log (table ``space_changes``): one row per face removed and per alias pair recorded, with the generation
+# of the write that made it. Faces added need no row: face ids grow within a space (its writes are serialized), so
+# the faces above the largest id an index holds are those added since. ``spaces.log_floor`` says how far back the
+# log reaches: it holds every change of the generations above it. Each write prunes the rows at or below
+# ``generation - change_log_size``; a truncate (and so a snapshot restore) moves the floor to its own generation.
+# The kinds are also the tags of :data:`CHANGES_SINCE`'s rows.
+ROW_GENERATION, ROW_ADDED, CHANGE_REMOVED, CHANGE_ALIAS = 0, 1, 2, 3
+
+CHANGES_SINCE = (
+    # One statement, so one consistent read: the space's generation and floor, the faces above the index's largest
+    # id, the logged changes after its generation.
+    "SELECT 0, COALESCE(MAX(generation), 0), COALESCE(MAX(log_floor), 0), NULL FROM spaces"
+    " WHERE client = ? AND space = ?"
+    " UNION ALL SELECT 1, id, person_id, embedding FROM faces WHERE client = ? AND space = ? AND id > ?"
+    " UNION ALL SELECT kind, a, b, NULL FROM space_changes WHERE client = ? AND space = ? AND generation > ?"
+)
+
+
+def changes_args(key: SpaceKey, generation: int, after_face_id: int) -> tuple[Any, ...]:
+    """The arguments of :data:`CHANGES_SINCE`."""
+    space = (key.client, key.space)
+    return (*space, *space, after_face_id, *space, generation)
+
+
+def changes_of(rows: Sequence[tuple[Any, ...]], since: int) -> SpaceChanges | None:
+    """:data:`CHANGES_SINCE`'s rows as changes, or None if the log does not reach back to ``since``."""
+    current = floor = 0
+    added: list[tuple[int, int, bytes]] = []
+    removed: list[int] = []
+    pairs: list[tuple[int, int]] = []
+    for tag, a, b, blob in rows:
+        if tag == ROW_GENERATION:
+            current, floor = int(a), int(b)
+        elif tag == ROW_ADDED:
+            added.append((int(a), int(b), bytes(blob)))
+        elif tag == CHANGE_REMOVED:
+            removed.append(int(a))
+        elif tag == CHANGE_ALIAS:
+            pairs.append((int(a), int(b)))
+    if since < floor or since > current:  # pruned, truncated or restored since; or another record altogether
+        return None
+    added.sort()
+    return SpaceChanges(
+        generation=current,
+        added=SpaceData(
+            generation=current,
+            face_ids=np.array([r[0] for r in added], dtype=np.int64),
+            person_ids=np.array([r[1] for r in added], dtype=np.int64),
+            embeddings=blob_to_embeddings([r[2] for r in added]).reshape(-1, EMBEDDING_DIM),
+        ),
+        removed_face_ids=np.array(sorted(set(removed)), dtype=np.int64),
+        alias_pairs=tuple(sorted(set(pairs))),
+    )
 
 
 def meta_of(text: str | None) -> dict[str, Any]:
@@ -69,6 +127,9 @@ class SqlInventory:
     def generation(self, key: SpaceKey) -> int:
         rows = self._select("SELECT generation FROM spaces WHERE client = ? AND space = ?", (key.client, key.space))
         return int(rows[0][0]) if rows else 0
+
+    def changes_since(self, key: SpaceKey, generation: int, after_face_id: int) -> SpaceChanges | None:
+        return changes_of(self._select(CHANGES_SINCE, changes_args(key, generation, after_face_id)), generation)
 
     def space_counts(self, client: ClientId | None = None) -> list[SpaceCounts]:
         sql = "SELECT client, space, COUNT(DISTINCT person_id), COUNT(*) FROM faces"
@@ -131,9 +192,10 @@ class SqlSpaceWriter:
     SQL both backends speak. A backend gives :meth:`_run` (one statement with ``?`` markers, on the transaction's
     connection), :meth:`_insert_face` and :meth:`_delete_faces`."""
 
-    def __init__(self, key: SpaceKey, generation: int) -> None:
+    def __init__(self, key: SpaceKey, generation: int, change_log_size: int) -> None:
         self.key = key
         self.generation = generation
+        self.change_log_size = change_log_size
         self.delta = WriteDelta(key, generation, generation)
         self.aliases_changed = False
 
@@ -159,12 +221,26 @@ class SqlSpaceWriter:
         if not (self.delta.changed or self.aliases_changed):
             return
         new_generation = self.generation + 1
+        # After a truncate the log cannot take an index across it: whoever holds an older index reloads the space.
+        floor = new_generation if self.delta.cleared else new_generation - self.change_log_size
         self._run(
-            "INSERT INTO spaces (client, space, generation) VALUES (?, ?, ?)"
-            " ON CONFLICT (client, space) DO UPDATE SET generation = excluded.generation",
-            (*self._space, new_generation),
+            "INSERT INTO spaces (client, space, generation, log_floor) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (client, space) DO UPDATE SET generation = excluded.generation,"
+            " log_floor = CASE WHEN spaces.log_floor > excluded.log_floor THEN spaces.log_floor"
+            " ELSE excluded.log_floor END",
+            (*self._space, new_generation, floor),
         )
+        self._run("DELETE FROM space_changes WHERE client = ? AND space = ? AND generation <= ?", (*self._space, floor))
         self.delta.new_generation = new_generation
+
+    def _log_removals(self, clause: str, args: Sequence[Any]) -> None:
+        """Log the faces of this space that match ``clause`` as removed (before they are deleted)."""
+        self._run(
+            "INSERT INTO space_changes (client, space, generation, kind, a, b)"
+            f" SELECT client, space, ?, {CHANGE_REMOVED}, id, person_id FROM faces"
+            f" WHERE client = ? AND space = ? AND {clause}",
+            (self.generation + 1, *self._space, *args),
+        )
 
     def count_faces(self) -> int:
         return int(self._run("SELECT COUNT(*) FROM faces WHERE client = ? AND space = ?", self._space).fetchone()[0])
@@ -193,6 +269,7 @@ class SqlSpaceWriter:
         return face_id
 
     def _delete_where(self, clause: str, args: Sequence[Any]) -> int:
+        self._log_removals(clause, args)
         ids = self._delete_faces(clause, args)
         self.delta.removed_face_ids.update(ids)
         return len(ids)
@@ -244,7 +321,12 @@ class SqlSpaceWriter:
                 "INSERT INTO alias_pairs (client, space, low, high) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (*self._space, low, high),
             )
-            new = new or cursor.rowcount > 0
+            if cursor.rowcount > 0:
+                new = True
+                self._run(
+                    "INSERT INTO space_changes (client, space, generation, kind, a, b) VALUES (?, ?, ?, ?, ?, ?)",
+                    (*self._space, self.generation + 1, CHANGE_ALIAS, low, high),
+                )
         if new:
             self.aliases_changed = True
         return new

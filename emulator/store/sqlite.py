@@ -1,7 +1,8 @@
 """The SQLite store (the embedded default): the one owner of the database file.
 
 It implements :class:`emulator.store.records.Store`: one row per face, a generation per (client, space) bumped in
-every write transaction, the alias pairs recognize reported.
+every write transaction, the alias pairs recognize reported, and a bounded log of each space's changes that the
+other worker processes catch up from (:mod:`emulator.store.sql`).
 
 Durability: WAL journal with ``synchronous=FULL``, so a transaction that committed
 survives ``kill -9`` and power loss, and one that did not commit leaves no trace.
@@ -43,6 +44,7 @@ DB_FILENAME = "emulator.sqlite3"
 SQLITE_HEADER = b"SQLite format 3\x00"
 WAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes the WAL file is cut back to after a checkpoint (PRAGMA journal_size_limit)
 TABLES = frozenset({"faces", "spaces", "alias_pairs"})  # what every schema version so far has
+DEFAULT_CHANGE_LOG_SIZE = 1000  # the setting change_log_size's default
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: faces, spaces with their generation, alias pairs reported by recognize.
@@ -72,6 +74,21 @@ _MIGRATIONS: tuple[str, ...] = (
         high INTEGER NOT NULL,
         PRIMARY KEY (client, space, low, high)
     );
+    """,
+    # 2: the change log that other processes catch up from (emulator.store.sql); existing spaces start it empty.
+    """
+    ALTER TABLE spaces ADD COLUMN log_floor INTEGER NOT NULL DEFAULT 0;
+    UPDATE spaces SET log_floor = generation;
+    CREATE TABLE space_changes (
+        client TEXT NOT NULL,
+        space INTEGER NOT NULL,
+        generation INTEGER NOT NULL,     -- of the write that made the change
+        kind INTEGER NOT NULL,           -- 2: face a (of person b) removed, 3: alias pair (a, b) recorded
+        a INTEGER NOT NULL,
+        b INTEGER NOT NULL
+    );
+    CREATE INDEX space_changes_by_generation ON space_changes (client, space, generation);
+    CREATE INDEX faces_by_id ON faces (client, space, id);
     """,
 )
 
@@ -228,8 +245,8 @@ class ThreadConnections:
 class SqliteSpaceWriter(SqlSpaceWriter):
     """Operations inside one write transaction on one space (see :meth:`SqliteStore.write`)."""
 
-    def __init__(self, conn: sqlite3.Connection, key: SpaceKey, generation: int) -> None:
-        super().__init__(key, generation)
+    def __init__(self, conn: sqlite3.Connection, key: SpaceKey, generation: int, change_log_size: int) -> None:
+        super().__init__(key, generation, change_log_size)
         self._conn = conn
 
     def _run(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
@@ -251,8 +268,9 @@ class SqliteStore(SqlInventory):
     """Owns the SQLite database: one connection per thread, one writer at a time (see
     :class:`emulator.store.records.Store` for what each method promises)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, change_log_size: int = DEFAULT_CHANGE_LOG_SIZE) -> None:
         self.data_dir = Path(data_dir)
+        self.change_log_size = change_log_size
         self.path = self.data_dir / DB_FILENAME
         self._write_lock = threading.Lock()  # fewer busy waits between this process's threads
         pragmas = ("journal_mode = WAL", "synchronous = FULL", "busy_timeout = 30000")
@@ -313,7 +331,7 @@ class SqliteStore(SqlInventory):
         """A write transaction on one space (``BEGIN IMMEDIATE``). Commits if the block returns, bumping the
         generation if something changed; rolls back if it raises."""
         with self._write_lock, sqlite_failures(self.path, "write"), immediate(self._conn()) as conn:
-            writer = SqliteSpaceWriter(conn, key, self.generation(key))
+            writer = SqliteSpaceWriter(conn, key, self.generation(key), self.change_log_size)
             yield writer
             writer._bump_generation()
 

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from emulator.persons.index import IndexCache, SpaceIndex
+from emulator.persons.index import FollowCounts, IndexCache, SpaceIndex
 from emulator.store import Store
 from emulator.store.records import EMBEDDING_DIM, ClientId, FaceRow, SpaceData, SpaceKey, WriteDelta
-from tests.support.backends import Backend
+from emulator.store.sql import SqlInventory
+from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.domain import assert_same_index
 
 SQLITE = Backend("sqlite")  # the store as the server opens it (tests/support/backends.py)
@@ -206,15 +208,18 @@ def test_the_cache_follows_its_own_writes_in_memory(store: Store, key: SpaceKey,
     assert ranking(cached) == [(3, 0.9), (2, 0.7)]
 
 
-def test_the_cache_reloads_after_a_write_it_was_not_told_of(store: Store, key: SpaceKey, loads: list[SpaceKey]) -> None:
+def test_the_cache_catches_up_with_a_write_it_was_not_told_of(
+    store: Store, key: SpaceKey, loads: list[SpaceKey]
+) -> None:
     cache = IndexCache(store)
     cache.get(key)
     write(store, key, (1, toward(0.5)))  # another process's write
     assert ranking(cache.get(key)) == [(1, 0.5)]
-    assert loads == [key, key]
+    assert loads == [key]
+    assert cache.counts(key) == FollowCounts(loads=1, catch_ups=1)
 
 
-def test_a_write_that_does_not_follow_the_cached_generation_drops_the_space(
+def test_a_write_that_does_not_follow_the_cached_generation_is_caught_up_from_the_store(
     store: Store, key: SpaceKey, loads: list[SpaceKey]
 ) -> None:
     cache = IndexCache(store)
@@ -222,7 +227,8 @@ def test_a_write_that_does_not_follow_the_cached_generation_drops_the_space(
     write(store, key, (1, toward(0.5)))  # not told
     cache.apply(write(store, key, (2, toward(0.7))))  # told, but its old generation is not the cached one
     assert_same_index(cache.get(key), fresh(store, key))
-    assert len(loads) == 3  # the first get, the reload, and this test's fresh load
+    assert len(loads) == 2  # the first get and this test's fresh load
+    assert cache.counts(key) == FollowCounts(loads=1, catch_ups=1)
 
 
 def test_a_write_that_changed_nothing_leaves_the_cache(store: Store, key: SpaceKey, loads: list[SpaceKey]) -> None:
@@ -253,3 +259,157 @@ def test_a_fresh_index_of_the_store_matches_what_was_written(store: Store, key: 
     assert index.person_ids.tolist() == [2, 5, 5]
     assert ranking(index) == [(5, 0.8), (2, 0.2)]
     assert index.generation == store.generation(key) == 1
+
+
+# --- catch-up: another process's writes, read from the store's change log ---------------------------------------------
+
+
+@pytest.fixture
+def stores(backend: Backend, tmp_path: Path) -> Iterator[tuple[Store, Store]]:
+    """Two stores on one record, as two processes hold them: the first keeps 1,000 generations of changes, the second
+    (the writer of the "too old" tests) 2."""
+    shared = backend.settings()
+    first = backend.store(tmp_path, shared)
+    second = backend.store(tmp_path, {**shared, "change_log_size": 2})
+    yield first, second
+    second.close()
+    first.close()
+
+
+def followed(cache: IndexCache, store: Store, key: SpaceKey) -> SpaceIndex:
+    """The cache's index of ``key``, checked against a fresh load of the store."""
+    index = cache.get(key)
+    assert_same_index(index, fresh(store, key))
+    assert index.digest() == fresh(store, key).digest()
+    return index
+
+
+@BOTH_BACKENDS
+def test_faces_added_elsewhere_are_caught_up_without_a_load(stores: tuple[Store, Store], key: SpaceKey) -> None:
+    store, _ = stores
+    write(store, key, (1, toward(0.5)))
+    cache = IndexCache(store)
+    cache.get(key)
+    write(store, key, (2, toward(0.7)), (1, toward(0.6, 2)))
+    write(store, key, (3, toward(0.9)))
+    assert ranking(followed(cache, store, key)) == [(3, 0.9), (2, 0.7), (1, 0.6)]
+    assert cache.counts(key) == FollowCounts(loads=1, catch_ups=1)
+
+
+@BOTH_BACKENDS
+def test_persons_deleted_elsewhere_are_caught_up(stores: tuple[Store, Store], key: SpaceKey) -> None:
+    store, _ = stores
+    write(store, key, (1, toward(0.5)), (2, toward(0.7)), (1, toward(0.8, 2)))
+    cache = IndexCache(store)
+    cache.get(key)
+    write(store, key, delete=1)
+    assert ranking(followed(cache, store, key)) == [(2, 0.7)]
+    write(store, key, (1, toward(0.3)))  # the id comes back with a new face: only that one
+    assert ranking(followed(cache, store, key)) == [(2, 0.7), (1, 0.3)]
+    assert cache.counts(key) == FollowCounts(loads=1, catch_ups=2)
+
+
+@BOTH_BACKENDS
+def test_learned_embeddings_replaced_elsewhere_are_caught_up(stores: tuple[Store, Store], key: SpaceKey) -> None:
+    store, _ = stores
+    with store.write(key) as writer:
+        writer.add_face(1, toward(0.2), "set")
+        writer.add_face(1, toward(0.4), "learned")
+    cache = IndexCache(store)
+    cache.get(key)
+    with store.write(key) as writer:  # a recognize that learns, with one learned embedding per person
+        writer.add_face(1, toward(0.6), "learned")
+        assert writer.trim_learned(1, 1) == 1
+    index = followed(cache, store, key)
+    assert ranking(index) == [(1, 0.6)] and len(index) == 2
+    assert cache.counts(key) == FollowCounts(loads=1, catch_ups=1)
+
+
+@BOTH_BACKENDS
+def test_a_face_added_and_removed_elsewhere_since_is_in_neither_list(
+    stores: tuple[Store, Store], key: SpaceKey
+) -> None:
+    store, _ = stores
+    write(store, key, (1, toward(0.5)))
+    cache = IndexCache(store)
+    held = cache.get(key)
+    write(store, key, (2, toward(0.7)))
+    write(store, key, (3, toward(0.9)), delete=2)
+    changes = store.changes_since(key, held.generation, held.max_face_id)
+    assert changes is not None and changes.generation == 3
+    assert changes.added.person_ids.tolist() == [3]
+    assert len(changes.removed_face_ids) == 1 and changes.removed_face_ids[0] > held.max_face_id
+    assert ranking(followed(cache, store, key)) == [(3, 0.9), (1, 0.5)]
+
+
+@BOTH_BACKENDS
+def test_alias_pairs_recorded_elsewhere_move_the_generation_only(stores: tuple[Store, Store], key: SpaceKey) -> None:
+    store, _ = stores
+    write(store, key, (1, toward(0.5)), (2, toward(0.7)))
+    cache = IndexCache(store)
+    held = cache.get(key)
+    with store.write(key) as writer:
+        assert writer.record_alias_pairs(2, [1])
+    changes = store.changes_since(key, held.generation, held.max_face_id)
+    assert changes is not None
+    assert (changes.generation, changes.alias_pairs, len(changes.added.face_ids)) == (2, ((1, 2),), 0)
+    index = followed(cache, store, key)
+    assert index.generation == 2 and index.digest() == held.digest()
+    assert cache.counts(key) == FollowCounts(loads=1, catch_ups=1)
+
+
+@BOTH_BACKENDS
+def test_a_truncate_elsewhere_makes_the_space_load_whole(stores: tuple[Store, Store], key: SpaceKey) -> None:
+    store, _ = stores
+    write(store, key, (1, toward(0.5)))
+    cache = IndexCache(store)
+    held = cache.get(key)
+    with store.write(key) as writer:  # as a snapshot restore does: empty, then fill
+        writer.truncate()
+        writer.add_face(2, toward(0.7), "imported")
+    assert store.changes_since(key, held.generation, held.max_face_id) is None
+    assert ranking(followed(cache, store, key)) == [(2, 0.7)]
+    assert cache.counts(key) == FollowCounts(loads=2, catch_ups=0)
+    write(store, key, (3, toward(0.9)))  # after the truncate, the log serves again
+    assert ranking(followed(cache, store, key)) == [(3, 0.9), (2, 0.7)]
+    assert cache.counts(key) == FollowCounts(loads=2, catch_ups=1)
+
+
+@BOTH_BACKENDS
+def test_an_index_further_behind_than_the_log_reaches_loads_the_space_whole(
+    stores: tuple[Store, Store], key: SpaceKey
+) -> None:
+    store, short_log = stores  # short_log keeps the changes of the last 2 generations
+    write(short_log, key, (1, toward(0.5)), (2, toward(0.6)))
+    cache = IndexCache(store)
+    cache.get(key)
+    write(short_log, key, delete=1)
+    write(short_log, key, (3, toward(0.7)))
+    held = followed(cache, store, key)
+    assert ranking(held) == [(3, 0.7), (2, 0.6)]  # 2 behind: caught up
+    assert cache.counts(key) == FollowCounts(loads=1, catch_ups=1)
+    for person_id in (4, 5, 6):
+        write(short_log, key, (person_id, toward(0.1 * person_id)))
+    assert store.changes_since(key, held.generation, held.max_face_id) is None
+    assert ranking(followed(cache, store, key)) == [(3, 0.7), (2, 0.6), (6, 0.6), (5, 0.5), (4, 0.4)]
+    assert cache.counts(key) == FollowCounts(loads=2, catch_ups=1)
+
+
+@BOTH_BACKENDS
+def test_the_change_log_stays_bounded(stores: tuple[Store, Store], key: SpaceKey) -> None:
+    _, short_log = stores
+    for person_id in range(1, 8):
+        write(short_log, key, (person_id, toward(0.5)))
+        write(short_log, key, delete=person_id)
+    generation = short_log.generation(key)
+    assert short_log.changes_since(key, generation - 3, 0) is None
+    kept = short_log.changes_since(key, generation - 2, 0)
+    assert kept is not None and len(kept.removed_face_ids) == 1  # the last delete; the add before it is pruned
+    assert count_log_rows(short_log, key) == 1
+
+
+def count_log_rows(store: Store, key: SpaceKey) -> int:
+    """Rows of the space in the store's change log (both SQL stores read through ``_select``)."""
+    assert isinstance(store, SqlInventory)
+    rows = store._select("SELECT COUNT(*) FROM space_changes WHERE client = ? AND space = ?", (key.client, key.space))
+    return int(rows[0][0])

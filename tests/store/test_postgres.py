@@ -44,7 +44,7 @@ def test_migrations_from_replicas_starting_at_once_run_once(cluster: PostgresClu
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    assert cluster.psql("SELECT component, version FROM schema_version ORDER BY 1", url.rsplit("/", 1)[1]) == "store|1"
+    assert cluster.psql("SELECT component, version FROM schema_version ORDER BY 1", url.rsplit("/", 1)[1]) == "store|2"
     key = SpaceKey(ClientId("default"), 1)
     assert all(store.generation(key) == 0 for store in stores)
     for store in stores:
