@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from emulator.api.body_limit import ChunkedBodyLimitMiddleware
 from emulator.api.middleware import OverloadMiddleware, SharedStateSyncMiddleware, keep_raw_send
 from emulator.api.oauth_route import build_oauth_router
 from emulator.api.routes import build_router
@@ -79,6 +80,7 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app.include_router(build_admin_router(runtime))
     app.add_exception_handler(StoreError, _storage_failed)  # the admin API's (persons requests answer envelopes)
     app.add_middleware(OverloadMiddleware, runtime=runtime)
+    app.add_middleware(ChunkedBodyLimitMiddleware, runtime=runtime)  # a body without a length: bounded
     app.add_middleware(SharedStateSyncMiddleware, runtime=runtime)  # outermost: live settings and faults of all workers
     return app
 

@@ -274,7 +274,8 @@ SETTINGS: tuple[Setting, ...] = (
         "max_request_bytes",
         int,
         32 * MIB,
-        "Bytes per request body; a larger body is refused with 400 while it streams in.",
+        "Bytes per request body: a larger persons request is refused with 400 while it streams in; on other paths "
+        "a body without `Content-Length` (chunked) is refused with 413 once this much arrived.",
         minimum=1024,
         live=True,
     ),

@@ -6,7 +6,8 @@ the command itself for ``smarty-emulator import`` and ``seed`` (its peak, from `
 
 * a gzip bomb: 4 MB that inflate to 4 GiB (``SMARTY_MAX_SNAPSHOT_BYTES``, checked while inflating, keeping nothing);
 * a JSON snapshot with one enormous string (1 GiB announced over HTTP: refused from ``Content-Length``; 200 MB sent
-  without a length, or piped to ``import -``: refused once 64 MiB arrived; a 200 MB file: refused from its size);
+  without a length: refused once ``SMARTY_MAX_REQUEST_BYTES`` (32 MiB) arrived; piped to ``import -``: once
+  64 MiB did; a 200 MB file: refused from its size);
 * millions of tiny entries: five million empty faces in 15 MB (``SMARTY_MAX_SNAPSHOT_FACES``, their JSON values
   counted before parsing);
 * a seed directory with a 200-megapixel PNG (``SMARTY_MAX_IMAGE_WIDTH``/``HEIGHT``, from the header alone).
@@ -15,6 +16,7 @@ the command itself for ``smarty-emulator import`` and ``seed`` (its peak, from `
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import threading
@@ -26,6 +28,7 @@ import httpx
 import numpy as np
 import pytest
 
+from emulator.api.body_limit import too_large_message
 from emulator.control import snapshot
 from emulator.launcher import clean_env
 from emulator.persons.types import ClientId, SpaceKey
@@ -160,11 +163,11 @@ def test_uploads_made_to_exhaust_memory_are_refused_with_flat_memory(
         chunked = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
         stream = _chunked(bombs.enormous_string(200 * MIB))
         answer = raw_post(server.port, "/emulator/snapshot", chunked, stream, max_bytes=200 * MIB + MIB)
-        assert answer.sent < 200 * MIB  # refused once the bound arrived
+        assert answer.sent < 200 * MIB  # refused once SMARTY_MAX_REQUEST_BYTES arrived
         return answer.status, answer.body.decode()
 
-    status, text = refused("enormous string, chunked", without_length)
-    assert status == 413 and "it holds more; the limit is 67108864 bytes" in text, text
+    status, text = refused("enormous string, chunked", without_length)  # the request bound (32 MiB), not 64 MiB
+    assert status == 413 and json.loads(text) == {"detail": too_large_message(32 * MIB)}, text
 
     tiny = files["tiny entries"].read_bytes()
     status, text = refused("tiny entries", lambda: _answer(server, tiny))
