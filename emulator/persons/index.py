@@ -34,12 +34,24 @@ class Candidates:
 class SpaceIndex:
     """An immutable snapshot of a space's embeddings."""
 
-    def __init__(self, generation: int, face_ids: np.ndarray, person_ids: np.ndarray, matrix: np.ndarray) -> None:
-        order = np.argsort(person_ids, kind="stable")
+    def __init__(
+        self,
+        generation: int,
+        face_ids: np.ndarray,
+        person_ids: np.ndarray,
+        matrix: np.ndarray,
+        *,
+        presorted: bool = False,
+    ) -> None:
+        """``presorted``: the rows are in person order already (as :meth:`_changed` builds them), so they are kept
+        as they are instead of sorted and copied again."""
+        if not presorted:
+            order = np.argsort(person_ids, kind="stable")
+            face_ids, person_ids, matrix = face_ids[order], person_ids[order], matrix[order]
         self.generation = generation
-        self.face_ids = np.ascontiguousarray(face_ids[order], dtype=np.int64)
-        self.person_ids = np.ascontiguousarray(person_ids[order], dtype=np.int64)
-        self.matrix = np.ascontiguousarray(matrix[order], dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+        self.face_ids = np.ascontiguousarray(face_ids, dtype=np.int64)
+        self.person_ids = np.ascontiguousarray(person_ids, dtype=np.int64)
+        self.matrix = np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
         if len(self.person_ids):
             starts = np.flatnonzero(np.r_[True, self.person_ids[1:] != self.person_ids[:-1]])
         else:
@@ -121,15 +133,21 @@ class SpaceIndex:
         added_persons: np.ndarray,
         added_matrix: np.ndarray,
     ) -> SpaceIndex:
-        """The rows ``keep`` of this index, then the added ones (ids above every kept one, in id order: the order a
-        fresh load gives within each person)."""
-        if keep.all() and not len(added_ids):
+        """The rows ``keep`` of this index with the added ones (ids above every kept one, in id order) inserted
+        after the rows of their person: the order a fresh load gives (by person, then by id), built in one copy of
+        the matrix, not sorted again: a catch-up at 75,000 faces costs a few ms rather than a whole re-sort."""
+        if keep.all():
             face_ids, person_ids, matrix = self.face_ids, self.person_ids, self.matrix
         else:
-            face_ids = np.concatenate([self.face_ids[keep], added_ids])
-            person_ids = np.concatenate([self.person_ids[keep], added_persons])
-            matrix = np.concatenate([self.matrix[keep], added_matrix])
-        return SpaceIndex(generation, face_ids, person_ids, matrix)
+            face_ids, person_ids, matrix = self.face_ids[keep], self.person_ids[keep], self.matrix[keep]
+        if len(added_ids):
+            order = np.argsort(added_persons, kind="stable")  # by person; in id order within one
+            persons = np.asarray(added_persons, dtype=np.int64)[order]
+            at = np.searchsorted(person_ids, persons, side="right")
+            face_ids = np.insert(face_ids, at, np.asarray(added_ids, dtype=np.int64)[order])
+            person_ids = np.insert(person_ids, at, persons)
+            matrix = np.insert(matrix, at, np.asarray(added_matrix, dtype=np.float32)[order], axis=0)
+        return SpaceIndex(generation, face_ids, person_ids, matrix, presorted=True)
 
     def digest(self) -> str:
         """sha256 of the rows (face id, person id, embedding bit for bit) in face id order: two indexes of a space
