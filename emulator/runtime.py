@@ -28,6 +28,7 @@ from emulator.persons.service import PersonsService
 from emulator.settings import Settings
 from emulator.store.records import Store, StoreError
 from emulator.store.watch import WatchedStore
+from emulator.upstream.report import CompareReport
 
 STARTUP_STEPS = ("store", "models", "warm-up")
 READY_WAIT_SECONDS = 60.0  # how long a request that arrives during the warm-up waits for it
@@ -64,6 +65,7 @@ class Runtime:
     writes_ok_since: float | None = None  # unix time of the first committed write after last_failure
     observers: list[Observer] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)  # set when the server begins to stop
+    compare_report: CompareReport = field(default_factory=CompareReport)  # compare mode's, this process's share
 
     def __post_init__(self) -> None:
         self._settings = self.base_settings

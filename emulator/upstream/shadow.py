@@ -1,0 +1,80 @@
+"""``compare`` mode's other half: the same request run on the emulator's own engine in a shadow namespace, and its
+answer compared with the upstream's (:mod:`emulator.upstream.diff`).
+
+The shadow namespace is a reserved client id derived from the real one, ``shadow=<client>``: a configured client's
+name can never hold ``=`` (``SMARTY_CLIENTS`` and ``SMARTY_OAUTH_CLIENTS`` split on it), so no token reaches it,
+and the user's own spaces are never touched. Its spaces live in the store like any other client's (they show in
+``GET /emulator/clients``, and ``POST /emulator/reset`` empties them too), so every worker sees the same shadow
+state; each shadow space follows its real space's history only as far as the requests compared in compare mode.
+
+The shadow request is passed to the rest of the hook chain (``call_next`` of the upstream hook): it never goes
+through the upstream hook again, and the fault rules of the emulator apply to it as to any request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from emulator.api import envelope
+from emulator.ops.observe import RequestRecord
+from emulator.persons.errors import INTERNAL_ERROR, RequestError
+from emulator.persons.hooks import Next, Success
+from emulator.persons.request import PersonsRequest
+from emulator.persons.types import ClientId
+from emulator.upstream.diff import DEFAULT_MIN_IOU, WireAnswer, compare
+from emulator.upstream.report import CompareReport
+
+log = logging.getLogger("emulator.upstream.compare")
+SHADOW_PREFIX = "shadow="
+
+
+def shadow_client(client: str) -> ClientId:
+    """The shadow namespace of ``client``."""
+    return ClientId(SHADOW_PREFIX + client)
+
+
+def is_shadow(client: str) -> bool:
+    return client.startswith(SHADOW_PREFIX)
+
+
+async def run_shadow(request: PersonsRequest, call_next: Next) -> WireAnswer:
+    """``request`` run in its client's shadow namespace; its answer as the wire would carry it."""
+    shadow = dataclasses.replace(
+        request,
+        client=shadow_client(request.client),
+        record=RequestRecord(method=request.method, client=shadow_client(request.client), started_at=time.time()),
+    )
+    http_mode = request.settings.http_status
+    try:
+        answer = await call_next(shadow)
+    except RequestError as exc:
+        return WireAnswer(envelope.http_status(exc.status, http_mode), envelope.error(exc.status, exc.message))
+    except Exception:  # the emulator's internal error, as the route would answer it
+        log.exception("the shadow %s failed", request.method)
+        return WireAnswer(envelope.http_status(500, http_mode), envelope.error(500, INTERNAL_ERROR))
+    if isinstance(answer, Success):
+        return WireAnswer(envelope.http_status(200, http_mode), envelope.success(answer.body))
+    return WireAnswer(0 if answer.drop else answer.status, answer.content)  # a fault rule's 502, say, or a drop
+
+
+class ShadowCompare:
+    """The callback of the upstream hook in ``compare`` mode: after the client got the upstream's answer, run the
+    request in the shadow namespace and add the comparison to ``report``."""
+
+    def __init__(self, report: CompareReport, min_iou: float = DEFAULT_MIN_IOU) -> None:
+        self.report, self.min_iou = report, min_iou
+
+    async def __call__(self, request: PersonsRequest, upstream: WireAnswer, call_next: Next) -> None:
+        if is_shadow(request.client):  # never a shadow of a shadow
+            return
+        emulator = await run_shadow(request, call_next)
+        meta = request.meta.json
+        tags = self.report.tags(request.client, request.meta.journal_space)
+        label = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(request.record.started_at))
+        entry = compare(request.method, meta, upstream, emulator, tags, min_iou=self.min_iou, label=label)
+        self.report.add(entry)
+        if not entry.identical:
+            kinds = sorted({d["kind"] for d in entry.differences})
+            log.info("compare: %s differs from the upstream: %s", request.method, ", ".join(kinds))

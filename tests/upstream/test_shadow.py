@@ -1,0 +1,109 @@
+"""Compare mode's shadow half with the fake engine, no server: the request runs in the shadow namespace (the user's
+own spaces untouched), and the comparison with the upstream's answer finds the planted differences only.
+
+The "upstream" here is a second runtime of the emulator (fake engine, its own store) with another match threshold;
+the end-to-end test through real servers and dlib is ``test_compare_live.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator.api import envelope
+from emulator.api.routes import _handlers
+from emulator.control import admin
+from emulator.ops.observe import RequestRecord
+from emulator.persons.errors import RequestError
+from emulator.persons.hooks import Answer, Next, Success
+from emulator.persons.request import Part, PersonsRequest
+from emulator.persons.types import ClientId, SpaceKey
+from emulator.runtime import Runtime
+from emulator.store.sqlite import SqliteStore
+from emulator.upstream.diff import WireAnswer
+from emulator.upstream.report import CompareReport
+from emulator.upstream.shadow import ShadowCompare, shadow_client
+from tests.support.domain import domain_settings, fake
+from tests.support.fake_engine import FakeEngine
+
+CLIENT = ClientId("default")
+
+
+def started(data_dir: Path, threshold: float) -> Runtime:
+    settings = domain_settings(data_dir).replace(match_threshold=threshold)
+    runtime = Runtime(settings, FakeEngine(), SqliteStore(data_dir))
+    runtime.start()
+    return runtime
+
+
+@pytest.fixture
+def sides(tmp_path: Path) -> Iterator[tuple[Runtime, Runtime]]:
+    """(the upstream, the emulator in compare mode): thresholds 0.5 and 0.8."""
+    upstream, emulator = started(tmp_path / "up", 0.5), started(tmp_path / "em", 0.8)
+    yield upstream, emulator
+    upstream.stop()
+    emulator.stop()
+
+
+def chain_end(runtime: Runtime) -> Next:
+    """The service call that ends the chain (no hooks)."""
+    handlers = _handlers(runtime)
+
+    async def serve(request: PersonsRequest) -> Answer:
+        return Success(handlers[request.method](request))
+
+    return serve
+
+
+def request(runtime: Runtime, method: str, meta: dict[str, object], **images: bytes) -> PersonsRequest:
+    parts = {name: Part(name, None, len(data), [data]) for name, data in images.items()}
+    raw = json.dumps(meta).encode()
+    parts["meta"] = Part("meta", None, len(raw), [raw])
+    record = RequestRecord(method=method, client=CLIENT, started_at=time.time())
+    return PersonsRequest.parsed(method, CLIENT, parts, runtime.settings, record)
+
+
+def upstream_answer(upstream: Runtime, req: PersonsRequest) -> WireAnswer:
+    try:
+        body = _handlers(upstream)[req.method](req)
+    except RequestError as exc:
+        return WireAnswer(200, envelope.error(exc.status, exc.message))
+    return WireAnswer(200, envelope.success(body))
+
+
+def test_shadow_namespace_and_planted_tag_difference(sides: tuple[Runtime, Runtime]) -> None:
+    upstream, emulator = sides
+    report = CompareReport()
+    compare_hook = ShadowCompare(report)
+
+    def both(method: str, meta: dict[str, object], **images: bytes) -> None:
+        req = request(emulator, method, meta, **images)
+        asyncio.run(compare_hook(req, upstream_answer(upstream, req), chain_end(emulator)))
+
+    both("set", {"space": "1", "images": [{"name": "a", "person_id": 3}]}, a=fake(11))
+    both("recognize", {"space": "1", "images": [{"name": "q"}]}, q=fake(11, 99))  # person3 and an unknown face
+    both("recognize", {"space": "1", "images": [{"name": "q"}], "update_embedding": False}, q=fake("11~0.6"))
+    both("recognize", {"space": "1", "images": [{"name": "q"}], "create_new": True}, q=fake(50))
+    both("recognize", {"space": "1", "images": [{"name": "q"}], "update_embedding": False}, q=fake(50))
+    both("set", {"space": "1", "images": [{"name": "a", "person_id": 0}]}, a=fake(12))  # 400 on both sides
+
+    entries = report.entries()
+    assert [e.identical for e in entries] == [True, True, False, True, True, True]
+    # Similarity 0.6: a match at the upstream's threshold 0.5, not at the emulator's 0.8.
+    assert [(d["kind"], d["upstream"], d["emulator"]) for d in entries[2].differences] == [
+        ("tag", "person3", "undefined")
+    ]
+    summary = report.to_json()["summary"]
+    assert summary["requests"] == 6 and summary["with_diffs"] == 1 and summary["status_mismatches"] == 0
+    assert summary["mean_iou"] == 1.0 and summary["faces_only_upstream"] == summary["faces_only_emulator"] == 0
+    # The user's space in the comparing emulator is untouched; the shadow space holds what the upstream holds.
+    emulator_store, upstream_store = emulator.store, upstream.store
+    assert admin.persons(emulator_store, SpaceKey(CLIENT, 1)) == []
+    shadow = admin.persons(emulator_store, SpaceKey(shadow_client(CLIENT), 1))
+    assert shadow == admin.persons(upstream_store, SpaceKey(CLIENT, 1)) and len(shadow) == 2
+    assert report.clear() == 6 and report.to_json()["summary"]["requests"] == 0
