@@ -1,2 +1,1 @@
-"""Record, replay and compare against the real service (the upstream): the cassettes, the upstream hook, and the
-domain-aware comparison of the upstream's answers with the emulator's own."""
+"""The upstream hook: record, replay, spy and compare."""
