@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from emulator.upstream.cassette import Cassette, CassetteError
 from emulator.upstream.diff import DEFAULT_MIN_IOU, Entry, TagMap, WireAnswer, compare, report, summary
 
 PERSONS_METHODS = ("set", "recognize", "delete", "truncate")
@@ -65,7 +66,7 @@ class Planned:
 
     method: str
     path: str
-    meta: bytes
+    meta: bytes | None
     meta_json: Any
     images: list[tuple[str, bytes]]
     recorded: WireAnswer
@@ -79,66 +80,57 @@ class CassetteRun:
     entries: list[Entry] = field(default_factory=list)
 
 
-def meta_bytes(meta: Any) -> bytes:
-    """The meta part to send: the recorded raw text when it was not JSON (``{"raw": ...}``), else compact JSON."""
+def meta_bytes(meta: Any) -> bytes | None:
+    """The meta part to send: the recorded text when it was not JSON (``{"raw": ...}``), else compact JSON (``None``:
+    the request had no meta)."""
+    if meta is None:
+        return None
     if isinstance(meta, dict) and set(meta) == {"raw"} and isinstance(meta["raw"], str):
         return meta["raw"].encode()
     return json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _body(response: Mapping[str, Any]) -> bytes:
-    import base64
-
-    if response.get("body_base64"):
-        return base64.b64decode(response["body_base64"])
-    return str(response.get("body") or "").encode()
-
-
 def load_cassette(path: Path) -> CassetteRun:
-    """The persons requests of the cassette at ``path``, with their images read from ``blobs/`` beside it."""
+    """The persons requests of the cassette at ``path``, with their images read from its ``blobs/``."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CassetteProblem(f"{path.name}: not a readable cassette: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != "smarty-emulator-cassette":
-        raise CassetteProblem(f"{path.name}: not a smarty-emulator cassette")
+        cassette = Cassette.load(path)
+    except CassetteError as exc:
+        raise CassetteProblem(str(exc)) from None
     run = CassetteRun(path.stem, [])
-    blobs = path.parent / "blobs"
-    for interaction in doc.get("interactions") or []:
-        method = interaction.get("method")
-        if method not in PERSONS_METHODS:
+    for interaction in cassette.interactions:
+        if interaction.method not in PERSONS_METHODS:
             run.skipped += 1
             continue
         images = []
-        for image in interaction.get("images") or []:
-            blob = blobs / str(image.get("sha256"))
+        for image in interaction.images:
             try:
-                images.append((str(image["name"]), blob.read_bytes()))
+                images.append((image.name, (cassette.blob_dir / str(image.sha256)).read_bytes()))
             except OSError:
                 raise CassetteProblem(
-                    f"{path.name}: image {image.get('name')!r} ({image.get('sha256')}) is not in {blobs}: "
+                    f"{path.name}: image {image.name!r} ({image.sha256}) is not in {cassette.blob_dir}: "
                     "the cassette was recorded with SMARTY_RECORD_IMAGES=hash (or its blobs were removed). "
                     "Offline compare needs the images: record with SMARTY_RECORD_IMAGES=full."
                 ) from None
-        response = interaction.get("response") or {}
-        meta = interaction.get("meta")
+        meta = interaction.meta
         run.requests.append(
             Planned(
-                method=method,
-                path=str(interaction.get("path") or f"/api/v1/persons/{method}"),
+                method=interaction.method,
+                path=interaction.path,
                 meta=meta_bytes(meta),
                 meta_json=None if isinstance(meta, dict) and set(meta) == {"raw"} else meta,
                 images=images,
-                recorded=WireAnswer(int(response.get("status") or 0), _body(response)),
+                recorded=WireAnswer(interaction.response.status, interaction.response.body),
             )
         )
     return run
 
 
-def multipart(meta: bytes, images: Sequence[tuple[str, bytes]]) -> tuple[bytes, str]:
+def multipart(meta: bytes | None, images: Sequence[tuple[str, bytes]]) -> tuple[bytes, str]:
     """The body and content type of a persons request: meta first, then the images in their recorded order."""
     boundary = uuid.uuid4().hex
-    chunks = [f'--{boundary}\r\nContent-Disposition: form-data; name="meta"\r\n\r\n'.encode(), meta, b"\r\n"]
+    chunks: list[bytes] = []
+    if meta is not None:
+        chunks += [f'--{boundary}\r\nContent-Disposition: form-data; name="meta"\r\n\r\n'.encode(), meta, b"\r\n"]
     for name, data in images:
         head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}"\r\n'
         chunks += [head.encode(), b"Content-Type: application/octet-stream\r\n\r\n", data, b"\r\n"]
