@@ -7,8 +7,13 @@ and the user's own spaces are never touched. Its spaces live in the store like a
 ``GET /emulator/clients``, and ``POST /emulator/reset`` empties them too), so every worker sees the same shadow
 state; each shadow space follows its real space's history only as far as the requests compared in compare mode.
 
-The shadow request is passed to the rest of the hook chain (``call_next`` of the upstream hook): it never goes
-through the upstream hook again, and the fault rules of the emulator apply to it as to any request.
+The shadow request is passed to the rest of the hook chain after the upstream hook (its ``call_next``: the service
+call), so it never goes through the upstream hook again. The upstream hook's seam (``on_forwarded``) hands over the
+request and the upstream's answer only: :meth:`ShadowCompare.around` wraps the upstream hook to keep each request's
+``call_next`` in a context variable, which the seam reads in the same task.
+
+The client's answer (the upstream's) waits for the shadow run: the requests of a client run in the shadow space in
+the order they were answered, so that a ``set`` is in the shadow space before the ``recognize`` that follows it.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from contextvars import ContextVar
+from typing import Protocol
 
 from emulator.api import envelope
 from emulator.ops.observe import RequestRecord
 from emulator.persons.errors import INTERNAL_ERROR, RequestError
-from emulator.persons.hooks import Next, Success
+from emulator.persons.hooks import Answer, Hook, Next, Success
 from emulator.persons.request import PersonsRequest
 from emulator.persons.types import ClientId
 from emulator.upstream.diff import DEFAULT_MIN_IOU, WireAnswer, compare
@@ -28,6 +35,17 @@ from emulator.upstream.report import CompareReport
 
 log = logging.getLogger("emulator.upstream.compare")
 SHADOW_PREFIX = "shadow="
+_REST: ContextVar[Next | None] = ContextVar("compare_rest_of_chain", default=None)
+
+
+class Forwarded(Protocol):
+    """The upstream's answer as the upstream hook hands it over."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
 
 
 def shadow_client(client: str) -> ClientId:
@@ -60,13 +78,33 @@ async def run_shadow(request: PersonsRequest, call_next: Next) -> WireAnswer:
 
 
 class ShadowCompare:
-    """The callback of the upstream hook in ``compare`` mode: after the client got the upstream's answer, run the
+    """The seam of the upstream hook in ``compare`` mode (``on_forwarded``): once the upstream answered, run the
     request in the shadow namespace and add the comparison to ``report``."""
 
     def __init__(self, report: CompareReport, min_iou: float = DEFAULT_MIN_IOU) -> None:
         self.report, self.min_iou = report, min_iou
 
-    async def __call__(self, request: PersonsRequest, upstream: WireAnswer, call_next: Next) -> None:
+    def around(self, hook: Hook) -> Hook:
+        """``hook`` (the upstream hook), with each request's ``call_next`` kept for the seam."""
+
+        async def run(request: PersonsRequest, call_next: Next) -> Answer:
+            token = _REST.set(call_next)
+            try:
+                return await hook(request, call_next)
+            finally:
+                _REST.reset(token)
+
+        return run
+
+    async def __call__(self, request: PersonsRequest, upstream: Forwarded) -> None:
+        call_next = _REST.get()
+        if call_next is None:  # the upstream hook was not wrapped by around(): nothing to run the shadow with
+            log.error("compare: the rest of the chain is unknown, %s not compared", request.method)
+            return
+        await self.compare(request, WireAnswer(upstream.status, upstream.body), call_next)
+
+    async def compare(self, request: PersonsRequest, upstream: WireAnswer, call_next: Next) -> None:
+        """Run ``request`` in the shadow namespace through ``call_next`` and compare with ``upstream``."""
         if is_shadow(request.client):  # never a shadow of a shadow
             return
         emulator = await run_shadow(request, call_next)

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -20,7 +21,7 @@ from emulator.api.routes import _handlers
 from emulator.control import admin
 from emulator.ops.observe import RequestRecord
 from emulator.persons.errors import RequestError
-from emulator.persons.hooks import Answer, Next, Success
+from emulator.persons.hooks import Answer, Next, Success, Verbatim, compose
 from emulator.persons.request import Part, PersonsRequest
 from emulator.persons.types import ClientId, SpaceKey
 from emulator.runtime import Runtime
@@ -83,7 +84,7 @@ def test_shadow_namespace_and_planted_tag_difference(sides: tuple[Runtime, Runti
 
     def both(method: str, meta: dict[str, object], **images: bytes) -> None:
         req = request(emulator, method, meta, **images)
-        asyncio.run(compare_hook(req, upstream_answer(upstream, req), chain_end(emulator)))
+        asyncio.run(compare_hook.compare(req, upstream_answer(upstream, req), chain_end(emulator)))
 
     both("set", {"space": "1", "images": [{"name": "a", "person_id": 3}]}, a=fake(11))
     both("recognize", {"space": "1", "images": [{"name": "q"}]}, q=fake(11, 99))  # person3 and an unknown face
@@ -107,3 +108,27 @@ def test_shadow_namespace_and_planted_tag_difference(sides: tuple[Runtime, Runti
     shadow = admin.persons(emulator_store, SpaceKey(shadow_client(CLIENT), 1))
     assert shadow == admin.persons(upstream_store, SpaceKey(CLIENT, 1)) and len(shadow) == 2
     assert report.clear() == 6 and report.to_json()["summary"]["requests"] == 0
+
+
+def test_the_seam_runs_the_chain_after_the_hook_it_wraps(sides: tuple[Runtime, Runtime]) -> None:
+    """The upstream hook hands the seam the request and the upstream's answer only; ``around`` keeps the rest of
+    the chain for it. Without ``around`` nothing is compared (and the client's answer is not disturbed)."""
+    upstream, emulator = sides
+    report = CompareReport()
+    seam = ShadowCompare(report)
+
+    class Forwarding:
+        """Like the upstream hook in compare mode: the upstream's bytes for the client, the seam called first."""
+
+        async def __call__(self, request: PersonsRequest, call_next: Next) -> Answer:
+            answer = upstream_answer(upstream, request)
+            await seam(request, SimpleNamespace(status=answer.http_status, body=answer.content))
+            return Verbatim(status=answer.http_status, content=answer.content)
+
+    req = request(emulator, "set", {"space": "2", "images": [{"name": "a", "person_id": 5}]}, a=fake(21))
+    answer = asyncio.run(compose([seam.around(Forwarding())], chain_end(emulator))(req))
+    assert isinstance(answer, Verbatim) and json.loads(answer.content)["body"]["objects"][0]["status"] == 0
+    assert [e.identical for e in report.entries()] == [True]
+    assert admin.persons(emulator.store, SpaceKey(shadow_client(CLIENT), 2)) == [{"person_id": 5, "photos": 1}]
+    asyncio.run(compose([Forwarding()], chain_end(emulator))(req))
+    assert len(report.entries()) == 1
