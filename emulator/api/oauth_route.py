@@ -5,6 +5,9 @@ OAuth libraries send it); the client id and secret may also come as HTTP Basic a
 response has ``access_token``, ``refresh_token`` and ``expires_in``; errors are shaped as
 RFC 6749 errors: ``{"error": "invalid_client", "error_description": "..."}`` with 400 or 401.
 The real endpoint's error bodies are not documented; these are the emulator's.
+
+A :data:`emulator.persons.hooks.TokenHook` (the app factory gives the upstream's: record, replay...) may answer a
+request first, from its bytes as sent; when it returns ``None`` the emulator answers.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from emulator.api.middleware import drop_connection
+from emulator.persons.hooks import TokenCall, TokenHook
 from emulator.persons.oauth import OAuthError
 from emulator.runtime import Runtime
 
@@ -59,11 +64,28 @@ def _basic(header: str) -> tuple[str, str] | None:
     return (client_id, secret) if sep else None
 
 
-def build_oauth_router(runtime: Runtime) -> APIRouter:
+def build_oauth_router(runtime: Runtime, hook: TokenHook | None = None) -> APIRouter:
     router = APIRouter()
 
     @router.post(TOKEN_PATH, name="oauth_token")
-    async def token(request: Request) -> JSONResponse:
+    async def token(request: Request) -> Response:
+        if hook is not None:
+            raw = await request.body()
+            call = TokenCall(
+                path=TOKEN_PATH,
+                query=request.url.query,
+                content_type=request.headers.get("content-type", ""),
+                authorization=request.headers.get("authorization", ""),
+                body=raw,
+                settings=runtime.settings,
+            )
+            answer = await hook(call)
+            if answer is not None:
+                if answer.drop:
+                    drop_connection(request)
+                    return Response(b"", status_code=500)  # not sent: the transport is closed
+                headers = dict(answer.headers)
+                return Response(answer.content, status_code=answer.status, headers=headers)
         try:
             raw = await request.body()
             if len(raw) > _MAX_BODY:
