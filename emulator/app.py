@@ -34,6 +34,7 @@ from emulator.store import Store, store_from_settings
 from emulator.store.records import StoreError
 from emulator.upstream.hook import UpstreamHook
 from emulator.upstream.library import CassetteLibrary
+from emulator.upstream.shadow import ShadowCompare
 from emulator.upstream.token import TokenUpstream
 
 log = logging.getLogger("emulator.app")
@@ -71,7 +72,10 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     # The persons request's hook chain, outermost first (emulator/persons/hooks.py); the service call ends it.
     # The upstream hook records, replays or forwards (SMARTY_UPSTREAM_MODE); compare mode's seam is its on_forwarded.
     cassettes = CassetteLibrary(warn=lambda text: runtime.warn("cassette", text))
-    hooks: list[Hook] = [FaultHook(runtime.faults), UpstreamHook(cassettes, on_forwarded=None)]
+    # Compare mode runs the request again in a shadow namespace through the rest of the chain after the upstream hook.
+    compare = ShadowCompare(runtime.compare_report)
+    upstream = compare.around(UpstreamHook(cassettes, on_forwarded=compare))
+    hooks: list[Hook] = [FaultHook(runtime.faults), upstream]
     app.include_router(build_router(runtime, hooks))
     app.include_router(build_oauth_router(runtime, TokenUpstream(cassettes)))
     app.include_router(build_testing_router(runtime))

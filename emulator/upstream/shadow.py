@@ -74,7 +74,7 @@ async def run_shadow(request: PersonsRequest, call_next: Next) -> WireAnswer:
         return WireAnswer(envelope.http_status(500, http_mode), envelope.error(500, INTERNAL_ERROR))
     if isinstance(answer, Success):
         return WireAnswer(envelope.http_status(200, http_mode), envelope.success(answer.body))
-    return WireAnswer(0 if answer.drop else answer.status, answer.content)  # a fault rule's 502, say, or a drop
+    return WireAnswer(0 if answer.drop else answer.status, answer.content)  # bytes sent as they are, or a drop
 
 
 class ShadowCompare:
