@@ -69,8 +69,8 @@ def build_oauth_router(runtime: Runtime, hook: TokenHook | None = None) -> APIRo
 
     @router.post(TOKEN_PATH, name="oauth_token")
     async def token(request: Request) -> Response:
-        if hook is not None:
-            raw = await request.body()
+        raw = await request.body()
+        if hook is not None and len(raw) <= _MAX_BODY:  # a larger body gets the emulator's own 400
             call = TokenCall(
                 path=TOKEN_PATH,
                 query=request.url.query,
@@ -87,7 +87,6 @@ def build_oauth_router(runtime: Runtime, hook: TokenHook | None = None) -> APIRo
                 headers = dict(answer.headers)
                 return Response(answer.content, status_code=answer.status, headers=headers)
         try:
-            raw = await request.body()
             if len(raw) > _MAX_BODY:
                 raise OAuthError("invalid_request", "the body is too large")
             fields: dict[str, Any] = _parse(request.headers.get("content-type", "").lower(), raw)

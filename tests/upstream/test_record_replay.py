@@ -163,6 +163,11 @@ def test_a_changed_image_is_a_miss_named_in_the_answer_and_the_log(front: Front)
     while key not in front.server.log() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert f"key {key}" in front.server.log()
+    # The token endpoint misses alike (another client id), in its own error shape.
+    other = {"client_id": "other", "client_secret": SECRET, "grant_type": "client_credentials"}
+    token_miss = front.http.post("/auth/oauth/v1/token", json=other)
+    assert token_miss.status_code == 500 and token_miss.headers["x-smarty-replay"] == "miss"
+    assert token_miss.json()["error"] == "server_error" and "replay miss" in token_miss.json()["error_description"]
     # emulate: the emulator's own engine answers the miss.
     front.configure(replay_miss="emulate")
     emulated = persons(front.http, "recognize", {"space": "3", "images": [{"name": "photo"}]}, [("photo", BIDEN)])
