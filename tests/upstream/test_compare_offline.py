@@ -1,7 +1,8 @@
-"""``smarty-emulator compare --cassettes DIR`` end to end: cassettes recorded from a real emulator on loopback whose
-threshold is stricter (0.999 against the default 0.93) and which had one fault injected, compared offline by the
-real command with real dlib. Exactly the planted differences are found: a tag mismatch where the thresholds disagree,
-a status mismatch where the fault struck, and none elsewhere; the exit status follows the bounds; the formats."""
+"""``smarty-emulator compare --cassettes DIR`` end to end: cassettes recorded by the record mode from a real
+emulator on loopback whose threshold is stricter (0.999 against the default 0.93) and which had one fault injected,
+compared offline by the real command with real dlib. Exactly the planted differences are found: a tag mismatch where
+the thresholds disagree, a status mismatch where the fault struck, and none elsewhere; the exit status follows the
+bounds; the formats."""
 
 from __future__ import annotations
 
@@ -10,66 +11,72 @@ import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.cassettes import HandRecorder
 from tests.support.emulator_process import EmulatorProcess, run_cli
 from tests.support.emulator_server import FIXTURES
 
 pytestmark = pytest.mark.slow
 STRICT = 0.999
+BIDEN = "people/biden/biden.jpg"
 
 
 def photo(path: str) -> bytes:
     return (FIXTURES / path).read_bytes()
 
 
+class Recording:
+    """A client of ``front``, an emulator in record mode in front of the upstream, writing the cassette ``name``."""
+
+    def __init__(self, front: httpx.Client, upstream: httpx.Client) -> None:
+        self.front, self.upstream = front, upstream
+
+    def cassette(self, name: str) -> None:
+        assert self.front.patch("/emulator/settings", json={"cassette": name}).status_code == 200
+
+    def call(self, method: str, meta: dict[str, Any], *images: tuple[str, bytes]) -> None:
+        files: list[tuple[str, Any]] = [(name, (f"{name}.jpg", data, "image/jpeg")) for name, data in images]
+        files.append(("meta", (None, json.dumps(meta), "text/plain")))
+        query = {"oauth_token": "a-real-looking-token-5e1f", "oauth_provider": "mcs"}
+        response = self.front.post(f"/api/v1/persons/{method}", params=query, files=files)
+        assert response.status_code == 200, response.text
+
+
 @pytest.fixture(scope="module")
 def cassettes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Two cassettes: ``threshold`` (answers of the strict upstream) and ``fault`` (one injected envelope 500)."""
+    """Two cassettes recorded by the record mode: ``threshold`` (answers of the strict upstream) and ``fault`` (one
+    injected envelope 500)."""
     root = tmp_path_factory.mktemp("compare-offline")
     directory = root / "cassettes"
     upstream = EmulatorProcess(root / "upstream", match_threshold=STRICT).start()
+    front = EmulatorProcess(root / "front", upstream_mode="record", upstream_url=upstream.url, cassette_dir=directory)
     try:
-        with httpx.Client(base_url=upstream.url, timeout=120) as http:
-            tape = HandRecorder(http, directory, "threshold")
-            one = {"update_embedding": False}
-            tape.call(
-                "set",
-                {"space": "0", "images": [{"name": "a", "person_id": 1}]},
-                [("a", photo("people/biden/biden.jpg"))],
-            )
+        front.start()
+        with httpx.Client(base_url=front.url, timeout=120) as f, httpx.Client(base_url=upstream.url) as u:
+            tape = Recording(f, u)
+            tape.cassette("threshold")
+            q = {"space": "0", "images": [{"name": "q"}]}
+            tape.call("set", {"space": "0", "images": [{"name": "a", "person_id": 1}]}, ("a", photo(BIDEN)))
             # Biden again, another photo: a match at 0.93, none at 0.999 (the planted tag mismatch).
+            tape.call("recognize", {**q, "update_embedding": False}, ("q", photo("people/biden/biden2.jpg")))
             tape.call(
-                "recognize", {"space": "0", "images": [{"name": "q"}], **one}, [("q", photo("people/biden/biden2.jpg"))]
+                "recognize", {**q, "update_embedding": False}, ("q", photo("people/tom_hanks/Tom_Hanks_54745.png"))
             )
-            tape.call(
-                "recognize",
-                {"space": "0", "images": [{"name": "q"}], **one},
-                [("q", photo("people/tom_hanks/Tom_Hanks_54745.png"))],
-            )
-            tape.call("recognize", {"space": "0", "images": [{"name": "q"}]}, [("q", photo("no-face/no-faces.jpg"))])
-            tape.call(
-                "recognize",
-                {"space": "0", "images": [{"name": "q"}], "create_new": True},
-                [("q", photo("people/obama/obama.jpg"))],
-            )
-            tape.call(
-                "set",
-                {"space": "0", "images": [{"name": "a", "person_id": 0}]},
-                [("a", photo("people/biden/biden.jpg"))],
-            )
+            tape.call("recognize", q, ("q", photo("no-face/no-faces.jpg")))
+            tape.call("recognize", {**q, "create_new": True}, ("q", photo("people/obama/obama.jpg")))
+            tape.call("set", {"space": "0", "images": [{"name": "a", "person_id": 0}]}, ("a", photo(BIDEN)))
             tape.call("delete", {"space": "0", "images": [{"name": "x", "person_id": 2}]})
             tape.call("truncate", {"space": "0"})
-            tape.save()
-            tape = HandRecorder(http, directory, "fault")
-            http.post("/emulator/faults", json={"kind": "envelope_500", "method": "recognize", "times": 1})
-            tape.call("recognize", {"space": "3", "images": [{"name": "q"}]}, [("q", photo("groups/two_people.jpg"))])
-            tape.call("recognize", {"space": "3", "images": [{"name": "q"}]}, [("q", photo("groups/two_people.jpg"))])
-            tape.save()
+            tape.cassette("fault")
+            u.post("/emulator/faults", json={"kind": "envelope_500", "method": "recognize", "times": 1})
+            group = ("q", photo("groups/t1.jpg"))
+            tape.call("recognize", {"space": "3", "images": [{"name": "q"}]}, group)
+            tape.call("recognize", {"space": "3", "images": [{"name": "q"}]}, group)
     finally:
+        front.stop()
         upstream.stop()
     yield directory
 
