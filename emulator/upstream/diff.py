@@ -61,11 +61,17 @@ class TagMap:
         self.em_to_up: dict[str, str] = {}
 
     def name(self, person_ids: Iterable[int]) -> None:
-        """A ``set`` named these persons: their tags are the client's, equal on both sides."""
+        """A ``set`` named these persons: their tags are the client's, equal on both sides (unless the upstream
+        created the person, and it is linked already)."""
         for person_id in person_ids:
             tag = f"person{person_id}"
-            self.forget([person_id])
-            self.named.add(tag)
+            if tag not in self.up_to_em:
+                self.named.add(tag)
+
+    def shadow_id(self, person_id: int) -> int:
+        """The emulator's id of the upstream's person ``person_id``: the linked one, else the same."""
+        linked = self.up_to_em.get(f"person{person_id}", "")
+        return int(linked[6:]) if linked.startswith("person") and linked[6:].isdigit() else person_id
 
     def forget(self, person_ids: Iterable[int]) -> None:
         """A ``delete`` removed these persons (ids of the upstream's space)."""
@@ -115,6 +121,20 @@ class TagMap:
             self.forget(ids)
         elif method == "truncate":
             self.clear()
+
+
+def translate_meta(method: str, meta: Any, tags: TagMap) -> dict[str, Any] | None:
+    """The meta of a ``set`` or ``delete`` with the upstream's person ids replaced by the emulator's where they are
+    linked (the upstream created the person), or ``None`` when nothing changes."""
+    if method not in ("set", "delete") or not isinstance(meta, dict) or not isinstance(meta.get("images"), list):
+        return None
+    images, changed = [], False
+    for image in meta["images"]:
+        person_id = image.get("person_id") if isinstance(image, dict) else None
+        if isinstance(person_id, int) and not isinstance(person_id, bool) and tags.shadow_id(person_id) != person_id:
+            image, changed = {**image, "person_id": tags.shadow_id(person_id)}, True
+        images.append(image)
+    return {**meta, "images": images} if changed else None
 
 
 @dataclass(frozen=True)

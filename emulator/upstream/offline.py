@@ -14,6 +14,7 @@ Exit status: 0 when the differences are within the bounds, 1 when they pass them
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -27,7 +28,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from emulator.upstream.cassette import Cassette, CassetteError
-from emulator.upstream.diff import DEFAULT_MIN_IOU, Entry, TagMap, WireAnswer, compare, report, summary
+from emulator.upstream.diff import (
+    DEFAULT_MIN_IOU,
+    Entry,
+    TagMap,
+    WireAnswer,
+    compare,
+    report,
+    summary,
+    translate_meta,
+)
 
 PERSONS_METHODS = ("set", "recognize", "delete", "truncate")
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, whatever *_proxy says
@@ -181,8 +191,11 @@ def run_cassettes(
                 _reset(server.url)
                 tags: dict[int | None, TagMap] = {}
                 for position, planned in enumerate(run.requests, 1):
-                    answer = send(server.url, planned)
                     space_tags = tags.setdefault(_space(planned.meta_json), TagMap())
+                    # The recorded ids are the upstream's: a person it created has another id here.
+                    linked = translate_meta(planned.method, planned.meta_json, space_tags)
+                    sent = planned if linked is None else dataclasses.replace(planned, meta=meta_bytes(linked))
+                    answer = send(server.url, sent)
                     label = f"{run.name}#{position}"
                     entry = compare(
                         planned.method,

@@ -7,6 +7,11 @@ and the user's own spaces are never touched. Its spaces live in the store like a
 ``GET /emulator/clients``, and ``POST /emulator/reset`` empties them too), so every worker sees the same shadow
 state; each shadow space follows its real space's history only as far as the requests compared in compare mode.
 
+The requests carry the upstream's person ids. Where the upstream created a person (``create_new``) its id differs
+from the one the shadow space gave (the upstream's space may hold persons the shadow never saw): a ``set`` or
+``delete`` that names such a person is run in the shadow space with the linked id (:func:`translated`, through the
+report's :class:`~emulator.upstream.diff.TagMap`).
+
 The shadow request is passed to the rest of the hook chain after the upstream hook (its ``call_next``: the service
 call), so it never goes through the upstream hook again. The upstream hook's seam (``on_forwarded``) hands over the
 request and the upstream's answer only: :meth:`ShadowCompare.around` wraps the upstream hook to keep each request's
@@ -19,6 +24,7 @@ the order they were answered, so that a ``set`` is in the shadow space before th
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from contextvars import ContextVar
@@ -28,9 +34,9 @@ from emulator.api import envelope
 from emulator.ops.observe import RequestRecord
 from emulator.persons.errors import INTERNAL_ERROR, RequestError
 from emulator.persons.hooks import Answer, Hook, Next, Success
-from emulator.persons.request import PersonsRequest
+from emulator.persons.request import Part, PersonsRequest
 from emulator.persons.types import ClientId
-from emulator.upstream.diff import DEFAULT_MIN_IOU, WireAnswer, compare
+from emulator.upstream.diff import DEFAULT_MIN_IOU, TagMap, WireAnswer, compare, translate_meta
 from emulator.upstream.report import CompareReport
 
 log = logging.getLogger("emulator.upstream.compare")
@@ -55,6 +61,19 @@ def shadow_client(client: str) -> ClientId:
 
 def is_shadow(client: str) -> bool:
     return client.startswith(SHADOW_PREFIX)
+
+
+def translated(request: PersonsRequest, tags: TagMap) -> PersonsRequest:
+    """``request`` with the upstream's person ids in a ``set`` or ``delete`` replaced by the shadow space's where
+    they are linked (the same request when none is)."""
+    meta = translate_meta(request.method, request.meta.json, tags)
+    if meta is None:
+        return request
+    raw = json.dumps(meta).encode()
+    parts = {**request.parts, "meta": Part("meta", None, len(raw), [raw])}
+    record = RequestRecord(method=request.method, client=request.client, started_at=time.time())
+    parsed = PersonsRequest.parsed(request.method, request.client, parts, request.settings, record)
+    return dataclasses.replace(parsed, skip=request.skip)
 
 
 async def run_shadow(request: PersonsRequest, call_next: Next) -> WireAnswer:
@@ -107,9 +126,9 @@ class ShadowCompare:
         """Run ``request`` in the shadow namespace through ``call_next`` and compare with ``upstream``."""
         if is_shadow(request.client):  # never a shadow of a shadow
             return
-        emulator = await run_shadow(request, call_next)
-        meta = request.meta.json
         tags = self.report.tags(request.client, request.meta.journal_space)
+        emulator = await run_shadow(translated(request, tags), call_next)
+        meta = request.meta.json
         label = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(request.record.started_at))
         entry = compare(request.method, meta, upstream, emulator, tags, min_iou=self.min_iou, label=label)
         self.report.add(entry)

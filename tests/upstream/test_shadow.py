@@ -132,3 +132,33 @@ def test_the_seam_runs_the_chain_after_the_hook_it_wraps(sides: tuple[Runtime, R
     assert admin.persons(emulator.store, SpaceKey(shadow_client(CLIENT), 2)) == [{"person_id": 5, "photos": 1}]
     asyncio.run(compose([Forwarding()], chain_end(emulator))(req))
     assert len(report.entries()) == 1
+
+
+def test_ids_the_upstream_created_are_translated_for_the_shadow_space(sides: tuple[Runtime, Runtime]) -> None:
+    """The upstream's space holds person 5 already, so its create_new gives person6 where the shadow space's gives
+    person1: a later set and delete of person 6 reach person 1 in the shadow space, and every answer agrees."""
+    upstream, emulator = sides
+    report = CompareReport()
+    compare_hook = ShadowCompare(report)
+    seed = request(upstream, "set", {"space": "1", "images": [{"name": "a", "person_id": 5}]}, a=fake(70))
+    _handlers(upstream)["set"](seed)
+
+    def both(method: str, meta: dict[str, object], **images: bytes) -> None:
+        req = request(emulator, method, meta, **images)
+        asyncio.run(compare_hook.compare(req, upstream_answer(upstream, req), chain_end(emulator)))
+
+    q = {"space": "1", "images": [{"name": "q"}]}
+    both("recognize", {**q, "create_new": True}, q=fake(80))
+    both("set", {"space": "1", "images": [{"name": "a", "person_id": 6}]}, a=fake("80~0.99"))
+    assert admin.persons(emulator.store, SpaceKey(shadow_client(CLIENT), 1)) == [{"person_id": 1, "photos": 2}]
+    both("recognize", {**q, "update_embedding": False}, q=fake(80))
+    both("delete", {"space": "1", "images": [{"name": "d", "person_id": 6}]})
+    assert admin.persons(emulator.store, SpaceKey(shadow_client(CLIENT), 1)) == []
+    both("recognize", {**q, "update_embedding": False}, q=fake(80))
+    entries = report.entries()
+    assert [e.identical for e in entries] == [True] * 5, [e.differences for e in entries]
+    assert [(p.upstream_tag, p.emulator_tag) for e in entries for p in e.faces] == [
+        ("person6", "person1"),
+        ("person6", "person1"),
+        ("undefined", "undefined"),
+    ]
