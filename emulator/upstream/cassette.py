@@ -367,9 +367,12 @@ class Cassette:
     ) -> Cassette:
         """Add ``interaction`` to the cassette on disk (read afresh under a lock, so that the writers of several
         processes keep each other's interactions) and save it; the cassette as written."""
-        with _locked(path):
-            cassette = cls.load(path)
-            cassette.upstream = cassette.upstream or upstream
-            cassette.interactions.append(interaction)
-            cassette.save(blobs, secrets)
+        try:
+            with _locked(path):
+                cassette = cls.load(path)
+                cassette.upstream = cassette.upstream or upstream
+                cassette.interactions.append(interaction)
+                cassette.save(blobs, secrets)
+        except OSError as exc:  # the folder or its lock file cannot be made
+            raise CassetteError(f"cannot write the cassette {path}: {exc.strerror or exc}") from None
         return cassette

@@ -45,7 +45,7 @@ class _Loaded:
 def _stamp(path: Path) -> tuple[int, int, int] | None:
     try:
         stat = path.stat()
-    except FileNotFoundError:
+    except OSError:  # missing (or unreachable: loading it says why)
         return None
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
