@@ -96,7 +96,10 @@ def test_every_setting_is_a_flag_and_an_environment_variable(setting: Setting) -
         ({"SMARTY_PORT": "70000"}, "SMARTY_PORT='70000': must be at most 65535"),
         ({"SMARTY_LOG_FORMAT": "xml"}, "SMARTY_LOG_FORMAT='xml': expected one of human, json"),
         ({"SMARTY_CASSETTE": "../x"}, "SMARTY_CASSETTE='../x': must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}"),
-        ({"SMARTY_UPSTREAM_URL": "smarty.mail.ru"}, r"SMARTY_UPSTREAM_URL='smarty.mail.ru': must match https?://[^/?#\s]+/?"),
+        (
+            {"SMARTY_UPSTREAM_URL": "smarty.mail.ru"},
+            r"SMARTY_UPSTREAM_URL='smarty.mail.ru': must match https?://[^/?#\s]+/?",
+        ),
         ({"SMARTY_ACCESS_LOG": "maybe"}, "SMARTY_ACCESS_LOG='maybe': expected true or false"),
         ({"SMARTY_TLS_CERT": "cert.pem"}, "SMARTY_TLS_CERT and SMARTY_TLS_KEY go together: give both or neither"),
         (

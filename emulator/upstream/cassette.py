@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -280,6 +279,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive lock on the cassette (a lock file beside it), held by one writer process at a time."""
+    import fcntl  # POSIX only, as the SQLite store's lock: imported where it is used
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -367,9 +368,12 @@ class Cassette:
     ) -> Cassette:
         """Add ``interaction`` to the cassette on disk (read afresh under a lock, so that the writers of several
         processes keep each other's interactions) and save it; the cassette as written."""
-        with _locked(path):
-            cassette = cls.load(path)
-            cassette.upstream = cassette.upstream or upstream
-            cassette.interactions.append(interaction)
-            cassette.save(blobs, secrets)
+        try:
+            with _locked(path):
+                cassette = cls.load(path)
+                cassette.upstream = cassette.upstream or upstream
+                cassette.interactions.append(interaction)
+                cassette.save(blobs, secrets)
+        except OSError as exc:  # the folder or its lock file cannot be made
+            raise CassetteError(f"cannot write the cassette {path}: {exc.strerror or exc}") from None
         return cassette

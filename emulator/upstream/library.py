@@ -45,7 +45,7 @@ class _Loaded:
 def _stamp(path: Path) -> tuple[int, int, int] | None:
     try:
         stat = path.stat()
-    except FileNotFoundError:
+    except OSError:  # missing (or unreachable: loading it says why)
         return None
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
@@ -95,8 +95,7 @@ class CassetteLibrary:
         failure is logged and warned about, never raised (the client already has its answer)."""
         try:
             path = active_path(settings)
-            upstream = settings.oauth_upstream_url if interaction.method == "oauth" else settings.upstream_url
-            Cassette.append(path, interaction, upstream=str(upstream), blobs=blobs, secrets=secrets)
+            Cassette.append(path, interaction, upstream=str(settings.upstream_url), blobs=blobs, secrets=secrets)
         except CassetteError as exc:  # LeakRefused too: its message names no secret
             text = f"{exc} (the {interaction.method} interaction was not recorded)"
             log.error("%s", text)

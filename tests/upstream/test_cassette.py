@@ -164,3 +164,9 @@ def test_a_crash_while_writing_leaves_the_last_good_cassette(tmp_path: Path) -> 
     assert done.returncode == 9
     assert path.read_bytes() == good
     assert len(Cassette.load(path).interactions) == 1
+
+
+def test_a_folder_that_cannot_be_made_is_a_cassette_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file where the cassette folder should be")
+    with pytest.raises(CassetteError, match="cannot write the cassette"):
+        Cassette.append(cassette_path(tmp_path / "file", "x"), interaction("k"), upstream="u")

@@ -156,3 +156,13 @@ def test_a_part_over_the_size_bound_is_answered_by_the_emulator(upstream: Upstre
     sent.parts["a"].overflow = True
     answer = asyncio.run(UpstreamHook(CassetteLibrary())(sent, the_emulator))
     assert answer == Success({"objects": "from the emulator"}) and upstream.received == []
+
+
+def test_a_cassette_that_cannot_be_written_still_answers_and_warns(upstream: Upstream, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file where the cassette folder should be")
+    settings = settings_for(upstream, tmp_path / "file", upstream_mode="record")
+    warnings: list[str] = []
+    answer = asyncio.run(UpstreamHook(CassetteLibrary(warn=warnings.append))(request(settings), the_emulator))
+    assert isinstance(answer, Verbatim) and answer.content == b'{"status":200}'
+    [warning] = warnings
+    assert "cannot write the cassette" in warning and "not recorded" in warning
