@@ -108,7 +108,7 @@ class UpstreamHook:
         if any(part.overflow for part in request.parts.values()):
             log.warning("%s: a part is over the size bound, not forwarded: the emulator answers", request.method)
             return await call_next(request)
-        call = persons_call(request)
+        call = await run_in_threadpool(persons_call, request)  # meta may be megabytes of JSON to make canonical
         if mode in ("replay", "spy"):
             try:
                 recorded = await run_in_threadpool(self.library.replay, settings, call.key)
@@ -137,18 +137,17 @@ class UpstreamHook:
 
     async def _forward(self, request: PersonsRequest, call: PersonsCall) -> UpstreamAnswer:
         settings = request.settings
-        body, content_type = multipart((name, part.filename, part.data or b"") for name, part in request.parts.items())
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
-        shown = target(settings.upstream_url, call.path)
-        try:
-            return await run_in_threadpool(
-                post,
-                target(settings.upstream_url, call.path, request.query),
-                body,
-                headers,
-                float(settings.upstream_timeout),
-                shown,
+        url = target(settings.upstream_url, call.path, request.query)
+
+        def send() -> UpstreamAnswer:  # in a worker thread: the body is encoded there, then sent
+            body, content_type = multipart(
+                (name, part.filename, part.data or b"") for name, part in request.parts.items()
             )
+            headers = {"Content-Type": content_type, "Accept": "application/json"}
+            return post(url, body, headers, float(settings.upstream_timeout), target(settings.upstream_url, call.path))
+
+        try:
+            return await run_in_threadpool(send)
         except UpstreamFailed as exc:
             log.error("%s forwarded to the upstream failed: %s", request.method, exc)
             raise InternalError(INTERNAL_ERROR) from None
