@@ -33,6 +33,10 @@ from emulator.runtime import Runtime
 from emulator.settings import Settings
 from emulator.store import Store, store_from_settings
 from emulator.store.records import StoreError
+from emulator.upstream.hook import UpstreamHook
+from emulator.upstream.library import CassetteLibrary
+from emulator.upstream.shadow import ShadowCompare
+from emulator.upstream.token import TokenUpstream
 
 log = logging.getLogger("emulator.app")
 WARM_UP_JOIN_SECONDS = 30.0
@@ -67,9 +71,14 @@ def create_app(settings: Settings, *, engine: FaceEngine | None = None, store: S
     app.state.runtime = runtime
     app.state.metrics = metrics
     # The persons request's hook chain, outermost first (emulator/persons/hooks.py); the service call ends it.
-    hooks: list[Hook] = [FaultHook(runtime.faults)]
+    # The upstream hook records, replays or forwards (SMARTY_UPSTREAM_MODE); compare mode's seam is its on_forwarded.
+    cassettes = CassetteLibrary(warn=lambda text: runtime.warn("cassette", text))
+    # Compare mode runs the request again in a shadow namespace through the rest of the chain after the upstream hook.
+    compare = ShadowCompare(runtime.compare_report)
+    upstream = compare.around(UpstreamHook(cassettes, on_forwarded=compare))
+    hooks: list[Hook] = [FaultHook(runtime.faults), upstream]
     app.include_router(build_router(runtime, hooks))
-    app.include_router(build_oauth_router(runtime))
+    app.include_router(build_oauth_router(runtime, TokenUpstream(cassettes)))
     app.include_router(build_testing_router(runtime))
     keep_raw_send(app)  # lets the "drop" fault close a connection without a response
     app.include_router(build_login_router(runtime))

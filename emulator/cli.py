@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", help="Add persons from a directory of photos or a snapshot file (idempotent).")
     seed.add_argument("source", help="A directory <space>/<person_id>/*.jpg (maybe under <client>/), or a snapshot.")
     _add_setting_flags(seed)
+    from emulator.upstream import offline
+
+    compare = commands.add_parser(
+        "compare",
+        help="Replay recorded cassettes through a fresh emulator and compare its answers with the recorded ones.",
+    )
+    offline.add_arguments(compare)
+    _add_setting_flags(compare)  # the emulator under test: --match-threshold, --embedder, ...
     return parser
 
 
@@ -215,6 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from emulator.control import commands
 
             return commands.run(args.command, args, load_settings(args))
+        if args.command == "compare":
+            from emulator.upstream import offline
+
+            load_settings(args)  # validates the flags (a bad value: exit 2, naming it)
+            return offline.main(args, offline.settings_from_flags(args, [s.name for s in SETTINGS]))
         if args.command in (None, "serve"):
             if args.command is None:
                 args = parser.parse_args(["serve", *(argv or sys.argv[1:])])

@@ -29,6 +29,7 @@ from emulator.persons.service import PersonsService
 from emulator.settings import Settings
 from emulator.store.records import Store, StoreError
 from emulator.store.watch import WatchedStore
+from emulator.upstream.report import CompareReport
 
 STARTUP_STEPS = ("store", "models", "warm-up")
 READY_WAIT_SECONDS = 60.0  # how long a request that arrives during the warm-up waits for it
@@ -63,8 +64,10 @@ class Runtime:
     startup_error: str | None = None
     last_failure: tuple[float, str] | None = None  # (unix time, text) of the last request that failed internally
     writes_ok_since: float | None = None  # unix time of the first committed write after last_failure
+    warnings: dict[str, tuple[float, str]] = field(default_factory=dict)  # topic -> (unix time, text), for health
     observers: list[Observer] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)  # set when the server begins to stop
+    compare_report: CompareReport = field(default_factory=CompareReport)  # compare mode's, this process's share
 
     def __post_init__(self) -> None:
         self._settings = self.base_settings
@@ -150,6 +153,10 @@ class Runtime:
         """Remember the last internal failure of a request (health shows it)."""
         self.last_failure = (time.time(), f"{type(exc).__name__}: {exc}")
         self.writes_ok_since = None
+
+    def warn(self, topic: str, text: str) -> None:
+        """Remember the last warning of ``topic`` (health shows it), e.g. a cassette write that was refused."""
+        self.warnings[topic] = (time.time(), text)
 
     def _note_write(self) -> None:
         if self.last_failure is not None and self.writes_ok_since is None:

@@ -75,6 +75,7 @@ class Setting:
     minimum: float | None = None
     maximum: float | None = None
     live: bool = False  # may be changed at runtime (admin API)
+    pattern: str = ""  # a regular expression the whole text must match (empty: any)
 
     @property
     def env(self) -> str:
@@ -91,6 +92,8 @@ class Setting:
         except (TypeError, ValueError):
             kind = {int: "a whole number", float: "a number", bool: "true or false"}.get(self.type, "text")
             raise SettingsError(f"{self.env}={raw!r}: expected {kind}") from None
+        if self.pattern and not re.fullmatch(self.pattern, str(value)):
+            raise SettingsError(f"{self.env}={raw!r}: must match {self.pattern}")
         if self.choices and value not in self.choices:
             raise SettingsError(f"{self.env}={raw!r}: expected one of {', '.join(self.choices)}")
         if self.minimum is not None and value < self.minimum:
@@ -410,6 +413,78 @@ SETTINGS: tuple[Setting, ...] = (
         1000,
         "Persons requests the journal (`GET /emulator/requests`) keeps (the oldest are dropped first); 0 turns it off.",
         minimum=0,
+    ),
+    Setting(
+        "upstream_mode",
+        str,
+        "off",
+        "Persons and token requests against a real upstream (see docs/record-replay.md): `off`; `record` (forward, "
+        "answer the upstream's bytes, store the pair in the cassette); `replay` (answer recorded pairs, offline); "
+        "`spy` (replay a hit, forward and record a miss); `compare` (forward and answer the upstream's bytes, then "
+        "compare the emulator's own answer).",
+        choices=("off", "record", "replay", "spy", "compare"),
+        live=True,
+    ),
+    Setting(
+        "upstream_url",
+        str,
+        "https://smarty.mail.ru",
+        "The upstream of the persons API: `record`, `spy` and `compare` forward persons requests to it (same path and "
+        "query string).",
+        pattern=r"https?://[^/?#\s]+/?",
+        live=True,
+    ),
+    Setting(
+        "oauth_upstream_url",
+        str,
+        "https://mcs.mail.ru",
+        "The upstream of the OAuth token endpoint (`POST /auth/oauth/v1/token`), forwarded like persons requests.",
+        pattern=r"https?://[^/?#\s]+/?",
+        live=True,
+    ),
+    Setting(
+        "upstream_timeout",
+        float,
+        30.0,
+        "Seconds the upstream may keep a forwarded request waiting (to connect, or between two reads); then the "
+        "client gets the internal-error envelope and nothing is recorded.",
+        minimum=0.1,
+        maximum=600.0,
+        live=True,
+    ),
+    Setting(
+        "cassette_dir",
+        str,
+        "",
+        "Directory of the cassettes (`<name>.json`) and of their images (`blobs/`). Empty: `cassettes` in the data "
+        "dir.",
+    ),
+    Setting(
+        "cassette",
+        str,
+        "default",
+        "The cassette recorded to and replayed from: the file `<SMARTY_CASSETTE_DIR>/<name>.json` (letters, digits, "
+        "`.`, `_`, `-`).",
+        live=True,
+        pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}",
+    ),
+    Setting(
+        "replay_miss",
+        str,
+        "error",
+        "A `replay` request that is not in the cassette: `error` (an error envelope naming the miss, status 500, "
+        "header `X-Smarty-Replay: miss`) or `emulate` (the emulator answers it).",
+        choices=("error", "emulate"),
+        live=True,
+    ),
+    Setting(
+        "record_images",
+        str,
+        "full",
+        "Images of recorded requests: `full` (their bytes in the cassette's `blobs/`; needed to compare offline) or "
+        "`hash` (only their SHA-256: replay still works; photos are personal data).",
+        choices=("full", "hash"),
+        live=True,
     ),
 )
 

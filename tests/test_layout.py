@@ -1,10 +1,11 @@
 """The package's layout stays true: imports point one way (docs/architecture.md).
 
-``api`` and ``control`` → ``persons`` → ``face``, ``store``. ``persons``, ``face`` and ``store`` never reach FastAPI
-or Starlette; ``persons`` never reaches ``api`` or ``control``; ``control`` and ``api`` never import each other (the
-app factory puts control's hooks into the persons request's chain, whose protocol lives in persons); ``runtime.py``
-reaches no HTTP module. ``ops.timing``, ``ops.observe`` and ``ops.memory`` are leaves that anyone may import.
-Every import counts, also those inside functions; "reaches" follows imports through the package transitively.
+``api``, ``control`` and ``upstream`` → ``persons`` → ``face``, ``store``. ``persons``, ``face`` and ``store``
+never reach FastAPI or Starlette; ``persons`` never reaches ``api``, ``control`` or ``upstream``; ``control`` and
+``api`` never import each other, and ``api`` never imports ``upstream`` (the app factory puts their hooks into the
+persons request's chain, whose protocol lives in persons); ``runtime.py`` reaches no HTTP module. ``ops.timing``,
+``ops.observe`` and ``ops.memory`` are leaves that anyone may import. Every import counts, also those inside
+functions; "reaches" follows imports through the package transitively.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def violations(graph: Mapping[str, set[str]]) -> list[str]:
             found += [f"{module} -> {t}: a leaf imports nothing of ours" for t in direct if _in(t, "emulator")]
         if _in(module, "emulator.persons", "emulator.face", "emulator.store"):
             found += [f"{module} reaches {t}: no HTTP below the wire" for t in reached if _in(t, *HTTP)]
-            upward = ("emulator.api", "emulator.control", "emulator.app", "emulator.runtime", "emulator.cli")
+            upward = ("emulator.api", "emulator.control", "emulator.upstream", "emulator.app", "emulator.runtime")
+            upward += ("emulator.cli",)
             found += [f"{module} reaches {t}: points upward" for t in reached if _in(t, *upward)]
             ops = [t for t in reached if _in(t, "emulator.ops") and not _in(t, *LEAVES) and t != "emulator.ops"]
             found += [f"{module} reaches {t}: only the ops leaves are below" for t in ops]
@@ -95,6 +97,7 @@ def violations(graph: Mapping[str, set[str]]) -> list[str]:
             ("emulator.control", ("emulator.api",), "control never imports api"),
             ("emulator.api", ("emulator.control",), "api knows control only through the hook chain"),
             ("emulator.api", ("emulator.face", "emulator.store"), "api goes through persons"),
+            ("emulator.api", ("emulator.upstream",), "api knows upstream only through the hook chain"),
         )
         for package, forbidden, why in rules:
             if _in(module, package):
@@ -122,6 +125,8 @@ def test_imports_point_one_way() -> None:
         ("emulator.store.sqlite", "emulator.persons.types"),
         ("emulator.face.engine", "emulator.ops.metrics"),
         ("emulator.ops.timing", "emulator.settings"),
+        ("emulator.api.oauth_route", "emulator.upstream.cassette"),
+        ("emulator.persons.hooks", "emulator.upstream.cassette"),
     ],
 )
 def test_a_wrong_way_arrow_is_caught(module: str, target: str) -> None:

@@ -29,6 +29,8 @@ def sample(setting: Setting) -> str:
         return "shop=id:secret"
     if setting.name == "port":
         return "8123"
+    if setting.name.endswith("upstream_url"):
+        return "http://127.0.0.1:9"
     if setting.type in (int, float):  # the first candidate within the setting's bounds
         candidates = [SAMPLE[setting.type], "0.75", str(setting.default + 1), str(setting.default - 1)]
         for raw in candidates:
@@ -93,6 +95,11 @@ def test_every_setting_is_a_flag_and_an_environment_variable(setting: Setting) -
         ({"SMARTY_PORT": "abc"}, "SMARTY_PORT='abc': expected a whole number"),
         ({"SMARTY_PORT": "70000"}, "SMARTY_PORT='70000': must be at most 65535"),
         ({"SMARTY_LOG_FORMAT": "xml"}, "SMARTY_LOG_FORMAT='xml': expected one of human, json"),
+        ({"SMARTY_CASSETTE": "../x"}, "SMARTY_CASSETTE='../x': must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}"),
+        (
+            {"SMARTY_UPSTREAM_URL": "smarty.mail.ru"},
+            r"SMARTY_UPSTREAM_URL='smarty.mail.ru': must match https?://[^/?#\s]+/?",
+        ),
         ({"SMARTY_ACCESS_LOG": "maybe"}, "SMARTY_ACCESS_LOG='maybe': expected true or false"),
         ({"SMARTY_TLS_CERT": "cert.pem"}, "SMARTY_TLS_CERT and SMARTY_TLS_KEY go together: give both or neither"),
         (

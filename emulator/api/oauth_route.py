@@ -8,6 +8,9 @@ The real endpoint's error bodies are not documented; these are the emulator's.
 
 The signing secret is read at startup (a file of the data dir, or a row of the database), never on the event
 loop; a token asked for before that reads it in a worker thread.
+
+A :data:`emulator.persons.hooks.TokenHook` (the app factory gives the upstream's: record, replay...) may answer a
+request first, from its bytes as sent; when it returns ``None`` the emulator answers.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from emulator.api.middleware import drop_connection
+from emulator.persons.hooks import TokenCall, TokenHook
 from emulator.persons.oauth import OAuthError
 from emulator.runtime import Runtime
 
@@ -63,15 +68,31 @@ def _basic(header: str) -> tuple[str, str] | None:
     return (client_id, secret) if sep else None
 
 
-def build_oauth_router(runtime: Runtime) -> APIRouter:
+def build_oauth_router(runtime: Runtime, hook: TokenHook | None = None) -> APIRouter:
     router = APIRouter()
 
     @router.post(TOKEN_PATH, name="oauth_token")
-    async def token(request: Request) -> JSONResponse:
+    async def token(request: Request) -> Response:
+        raw = await request.body()
+        if hook is not None and len(raw) <= _MAX_BODY:  # a larger body gets the emulator's own 400
+            call = TokenCall(
+                path=TOKEN_PATH,
+                query=request.url.query,
+                content_type=request.headers.get("content-type", ""),
+                authorization=request.headers.get("authorization", ""),
+                body=raw,
+                settings=runtime.settings,
+            )
+            answer = await hook(call)
+            if answer is not None:
+                if answer.drop:
+                    drop_connection(request)
+                    return Response(b"", status_code=500)  # not sent: the transport is closed
+                headers = dict(answer.headers)
+                return Response(answer.content, status_code=answer.status, headers=headers)
         if not runtime.oauth.secret_loaded:  # a token asked for before the startup read it: read it off the loop
             await run_in_threadpool(runtime.oauth.load_secret)
         try:
-            raw = await request.body()
             if len(raw) > _MAX_BODY:
                 raise OAuthError("invalid_request", "the body is too large")
             fields: dict[str, Any] = _parse(request.headers.get("content-type", "").lower(), raw)

@@ -96,7 +96,7 @@ def build_router(runtime: Runtime, hooks: Sequence[Hook] = ()) -> APIRouter:
                 )
                 # Off the event loop: meta's decode is bounded by the per-part limit only (megabytes of JSON).
                 parsed = await run_in_threadpool(
-                    PersonsRequest.parsed, method, ClientId(record.client), parts, settings, record
+                    PersonsRequest.parsed, method, ClientId(record.client), parts, settings, record, request.url.query
                 )
                 answer = await chain(recorder)(parsed)
                 if isinstance(answer, Verbatim):

@@ -17,7 +17,9 @@ answers, it lists, clears or changes the same journal, rules and settings):
 * ``POST /emulator/faults`` adds a rule (see :mod:`emulator.control.faults`), ``GET`` lists the rules with their
   counters, ``DELETE`` removes them all;
 * ``GET /emulator/settings`` — the settings that may change live, with their values; ``PATCH`` with a JSON object
-  changes some of them (validated; any other name is a 400).
+  changes some of them (validated; any other name is a 400);
+* ``GET /emulator/compare`` — the report of ``compare`` mode (:mod:`emulator.upstream.report`: the summary and the
+  entries of the worker that answers); ``DELETE /emulator/compare`` clears it.
 """
 
 from __future__ import annotations
@@ -259,5 +261,15 @@ def build_testing_router(runtime: Runtime) -> APIRouter:
         except SettingsError as exc:
             raise HTTPException(400, detail=str(exc)) from None
         return {"settings": live_values(runtime.settings)}
+
+    @router.get("/compare")
+    def compare_report(response: Response) -> dict[str, Any]:
+        _worker_header(response)  # each worker keeps its own share of the report
+        return runtime.compare_report.to_json()
+
+    @router.delete("/compare")
+    def clear_compare_report(response: Response) -> dict[str, Any]:
+        _worker_header(response)
+        return {"removed": runtime.compare_report.clear()}
 
     return router

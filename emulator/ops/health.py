@@ -2,8 +2,9 @@
 
 ``GET /emulator/health``: the process answers (200; liveness stays 200 whatever failed, since a restart would not
 free a disk). After a persons request failed internally (storage: disk full, read-only, I/O error; or a bug) it
-also shows ``last_failure``: the time, the cause and, once a write committed again, ``writes_ok_since``. These are
-of the process that answers (with several workers, each reports its own).
+also shows ``last_failure``: the time, the cause and, once a write committed again, ``writes_ok_since``; and under
+``warnings`` the last warning of each topic (``cassette``: a recording the emulator refused to write, see
+docs/record-replay.md). These are of the process that answers (with several workers, each reports its own).
 
 ``GET /emulator/ready``: 200 once the store is open and migrated, the models are loaded and one detection has run;
 until then 503 with what is still missing (and the startup error, if the warm-up failed, e.g. a read-only data
@@ -54,5 +55,10 @@ def health_report(runtime: Runtime) -> dict[str, Any]:
             "unix": round(at, 3),
             "error": error,
             "writes_ok_since": _iso(recovered) if recovered is not None else None,
+        }
+    if runtime.warnings:
+        report["warnings"] = {
+            topic: {"time": _iso(at), "unix": round(at, 3), "warning": text}
+            for topic, (at, text) in sorted(runtime.warnings.items())
         }
     return report

@@ -11,6 +11,9 @@ An answer is a :class:`Success` (the envelope's body: the wire layer renders the
 
 The app factory (:func:`emulator.app.create_app`) composes the chain; the route knows only :data:`Next`. A new hook
 is a class or function with :class:`Hook`'s signature, added to that list: the outermost runs first.
+
+The OAuth token endpoint has one optional hook of its own, a :data:`TokenHook`: it sees the request as sent
+(:class:`TokenCall`) and answers it (a :class:`Verbatim`), or returns ``None`` for the emulator to answer.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from emulator.persons.request import PersonsRequest
+from emulator.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,21 @@ class Verbatim:
 
 Answer = Success | Verbatim
 Next = Callable[[PersonsRequest], Awaitable[Answer]]
+
+
+@dataclass(frozen=True)
+class TokenCall:
+    """A request to the OAuth token endpoint as it was sent, before the emulator reads it."""
+
+    path: str
+    query: str = field(repr=False)
+    content_type: str
+    authorization: str = field(repr=False)
+    body: bytes = field(repr=False)
+    settings: Settings = field(repr=False)
+
+
+TokenHook = Callable[[TokenCall], Awaitable[Verbatim | None]]
 
 
 class Hook(Protocol):

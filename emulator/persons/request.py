@@ -108,7 +108,8 @@ def _journal_json(raw: bytes | None) -> Any:
 class PersonsRequest:
     """A parsed persons request. ``skip`` names images validated with the rest of the request but left out of the
     service call (a hook answers for them, e.g. an injected per-object fault); ``record`` is what the observers
-    (journal, log, metrics) will see, where a hook notes what it did."""
+    (journal, log, metrics) will see, where a hook notes what it did; ``query`` is the URL's query string as sent
+    (credentials included: for a hook that forwards the request, never for a log or a record)."""
 
     method: str  # set | recognize | delete | truncate
     client: ClientId
@@ -117,17 +118,24 @@ class PersonsRequest:
     settings: Settings  # as they were when the request arrived
     record: RequestRecord
     skip: frozenset[str] = frozenset()
+    query: str = field(default="", repr=False)
 
     @classmethod
     def parsed(
-        cls, method: str, client: ClientId, parts: Mapping[str, Part], settings: Settings, record: RequestRecord
+        cls,
+        method: str,
+        client: ClientId,
+        parts: Mapping[str, Part],
+        settings: Settings,
+        record: RequestRecord,
+        query: str = "",
     ) -> PersonsRequest:
         """The request of ``parts``, with meta decoded once and ``record`` told what the request carried (its meta
         if JSON, its image parts without their bytes)."""
         meta = Meta.read(parts.get("meta"), settings.max_image_bytes)
         record.meta, record.space = meta.json, meta.journal_space
         record.images.extend(ImageInfo(name, part.size, part.sha256) for name, part in parts.items() if name != "meta")
-        return cls(method, client, parts, meta, settings, record)
+        return cls(method, client, parts, meta, settings, record, query=query)
 
     def without(self, names: frozenset[str]) -> PersonsRequest:
         """The same request with ``names`` left out of the service call as well."""

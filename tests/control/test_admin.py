@@ -22,6 +22,8 @@ ADMIN_ROUTES = [
     ("POST", "/emulator/reset", {}),
     ("GET", "/emulator/snapshot", None),
     ("POST", "/emulator/snapshot?mode=merge", {"format": "smarty-emulator-snapshot", "version": 1, "spaces": []}),
+    ("GET", "/emulator/compare", None),
+    ("DELETE", "/emulator/compare", None),
 ]
 
 

@@ -1,0 +1,1 @@
+"""The upstream hook: record, replay, spy and compare."""
