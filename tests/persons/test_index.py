@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emulator.persons import index as index_module
 from emulator.persons.index import FollowCounts, IndexCache, SpaceIndex
 from emulator.store import Store
 from emulator.store.records import EMBEDDING_DIM, ClientId, FaceRow, SpaceData, SpaceKey, WriteDelta
@@ -413,3 +414,56 @@ def count_log_rows(store: Store, key: SpaceKey) -> int:
     assert isinstance(store, SqlInventory)
     rows = store._select("SELECT COUNT(*) FROM space_changes WHERE client = ? AND space = ?", (key.client, key.space))
     return int(rows[0][0])
+
+
+# --- changes applied on top of a base: the same rows and the same ranking as an index built whole ---------------------
+
+
+@pytest.mark.parametrize("tail_limit", [3, 2048])
+def test_changes_applied_in_place_rank_exactly_as_an_index_built_whole(
+    tail_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A seeded random run of adds (new and known persons), removals of faces and of whole persons and truncates;
+    with a tail limit of 3 the index is also rebuilt whole now and then."""
+    monkeypatch.setattr(index_module, "TAIL_LIMIT", tail_limit)
+    rng = np.random.default_rng(7)
+    rows: dict[int, tuple[int, np.ndarray]] = {}  # face id -> (person id, embedding): what a fresh load would hold
+    next_face = 1
+
+    def embedding() -> np.ndarray:
+        vector = rng.standard_normal(EMBEDDING_DIM).astype(np.float32)
+        return vector / np.linalg.norm(vector)
+
+    for _ in range(40):
+        rows[next_face] = (int(rng.integers(1, 15)), embedding())
+        next_face += 1
+    index = index_of([(f, p, e) for f, (p, e) in rows.items()])
+    queries = [embedding() for _ in range(4)] + [rows[3][1]]
+    for generation in range(1, 120):
+        step = WriteDelta(SpaceKey(ClientId("c"), 0), generation, generation + 1)
+        roll = rng.random()
+        if roll < 0.03:
+            step.cleared = True
+            rows.clear()
+        elif roll < 0.2 and rows:  # a whole person goes
+            person = int(rng.choice([p for p, _ in rows.values()]))
+            step.removed_face_ids.update(f for f, (p, _) in rows.items() if p == person)
+        elif roll < 0.45 and rows:  # some faces go
+            step.removed_face_ids.update(int(f) for f in rng.choice(list(rows), size=min(2, len(rows)), replace=False))
+        for face_id in step.removed_face_ids:
+            rows.pop(face_id, None)
+        for _ in range(int(rng.integers(0, 3))):
+            person = int(rng.integers(1, 20))
+            step.added.append(FaceRow(next_face, person, embedding()))
+            rows[next_face] = (person, step.added[-1].embedding)
+            next_face += 1
+        index = index.apply(step)
+        whole = index_of([(f, p, e) for f, (p, e) in sorted(rows.items())], generation=generation + 1)
+        assert_same_index(index, whole)
+        assert len(index) == len(whole) and index.max_person_id == whole.max_person_id
+        assert index.digest() == whole.digest()
+        for query in queries:
+            for min_score in (None, 0.1):
+                got, want = index.search(query, min_score), whole.search(query, min_score)
+                assert got.person_ids.tolist() == want.person_ids.tolist()
+                assert np.array_equal(got.scores, want.scores)
