@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,10 @@ import pytest
 from emulator.persons import index as index_module
 from emulator.persons.index import FollowCounts, IndexCache, SpaceIndex
 from emulator.store import Store
+from emulator.store import sqlite as sqlite_store
 from emulator.store.records import EMBEDDING_DIM, ClientId, FaceRow, SpaceData, SpaceKey, WriteDelta
 from emulator.store.sql import SqlInventory
+from emulator.store.sqlite import DB_FILENAME, SqliteStore
 from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.domain import assert_same_index
 
@@ -467,3 +471,39 @@ def test_changes_applied_in_place_rank_exactly_as_an_index_built_whole(
                 got, want = index.search(query, min_score), whole.search(query, min_score)
                 assert got.person_ids.tolist() == want.person_ids.tolist()
                 assert np.array_equal(got.scores, want.scores)
+
+
+def test_the_catch_up_read_is_one_statement(tmp_path: Path) -> None:
+    store = SQLITE.store(tmp_path)
+    try:
+        key = SpaceKey(ClientId("c"), 0)
+        write(store, key, (1, toward(0.5)), (2, toward(0.6)))
+        write(store, key, (3, toward(0.7)), delete=1)
+        assert isinstance(store, SqliteStore)
+        statements: list[str] = []
+        store._conn().set_trace_callback(statements.append)
+        changes = store.changes_since(key, 1, 2)
+        store._conn().set_trace_callback(None)
+        assert changes is not None and changes.added.person_ids.tolist() == [3] and len(changes.removed_face_ids) == 1
+        assert len(statements) == 1, statements
+    finally:
+        store.close()
+
+
+def test_a_record_of_the_first_schema_gets_the_change_log_and_loads_whole_once(tmp_path: Path) -> None:
+    """Writes made before the log existed are not in it: an index of that time cannot catch up across them."""
+    with closing(sqlite3.connect(tmp_path / DB_FILENAME)) as conn:
+        conn.executescript(sqlite_store._MIGRATIONS[0])
+        conn.execute("INSERT INTO spaces (client, space, generation) VALUES ('c', 0, 5)")
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    store = SQLITE.store(tmp_path)
+    try:
+        key = SpaceKey(ClientId("c"), 0)
+        assert store.changes_since(key, 4, 0) is None
+        assert store.changes_since(key, 5, 0) is not None
+        write(store, key, (1, toward(0.5)))
+        caught = store.changes_since(key, 5, 0)
+        assert caught is not None and caught.generation == 6 and caught.added.person_ids.tolist() == [1]
+    finally:
+        store.close()
