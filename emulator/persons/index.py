@@ -122,7 +122,7 @@ class SpaceIndex:
         """The persons of the snapshot, in id order, and where the base's and the tail's scores go among them."""
         base = self._base
         self._starts = base.starts
-        self._compacted: SpaceIndex | None = None if (len(self._removed) or len(self._tail_face_ids)) else self
+        self._layered_rows = bool(len(self._removed) or len(self._tail_face_ids))
         self._alive: np.ndarray | None = None  # which base persons keep a row (None: all)
         if len(self._removed):
             persons, removed_rows = np.unique(base.person_of_rows(self._removed), return_counts=True)
@@ -156,17 +156,18 @@ class SpaceIndex:
     # --- the rows, as a fresh load orders them: by person, then by face id ------------------------------------------
 
     def _compact(self) -> SpaceIndex:
-        """This snapshot rebuilt whole (itself, if it is)."""
-        if self._compacted is None:
-            keep = np.ones(len(self._base.face_ids), dtype=bool)
-            keep[self._removed] = False
-            self._compacted = SpaceIndex(
-                self.generation,
-                np.concatenate([self._base.face_ids[keep], self._tail_face_ids]),
-                np.concatenate([self._base.person_ids[keep], self._tail_person_ids]),
-                np.concatenate([self._base.matrix[keep], self._tail_matrix]),
-            )
-        return self._compacted
+        """This snapshot rebuilt whole (itself, if it is). Not kept: the row properties below and the digest are for
+        tests and the admin API, and a kept copy would double the memory of a big space."""
+        if not self._layered_rows:
+            return self
+        keep = np.ones(len(self._base.face_ids), dtype=bool)
+        keep[self._removed] = False
+        return SpaceIndex(
+            self.generation,
+            np.concatenate([self._base.face_ids[keep], self._tail_face_ids]),
+            np.concatenate([self._base.person_ids[keep], self._tail_person_ids]),
+            np.concatenate([self._base.matrix[keep], self._tail_matrix]),
+        )
 
     @property
     def face_ids(self) -> np.ndarray:
@@ -274,7 +275,8 @@ class SpaceIndex:
     def digest(self) -> str:
         """sha256 of the rows (face id, person id, embedding bit for bit) in face id order: two indexes of a space
         have the same digest exactly when they hold the same faces."""
-        face_ids, person_ids, matrix = self.face_ids, self.person_ids, self.matrix
+        whole = self._compact()._base
+        face_ids, person_ids, matrix = whole.face_ids, whole.person_ids, whole.matrix
         order = np.argsort(face_ids, kind="stable")
         digest = hashlib.sha256()
         digest.update(face_ids[order].astype("<i8").tobytes())
