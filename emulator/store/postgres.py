@@ -7,7 +7,7 @@ It implements :class:`emulator.store.records.Store` as the SQLite store does, wi
   person id (the index's largest + 1) is never given twice, whichever replica the racing requests reach. Writes to
   other spaces do not wait. A transaction that changed nothing wrote nothing, so it commits without a disk wait.
 * **Generations.** Every committed change bumps the space's generation in the same transaction; a replica compares
-  it with its in-memory index once per request (one primary-key read) and reloads the space only when it moved.
+  it with its in-memory index once per request (one primary-key read) and catches up only when it moved.
   Inside a write, ``generation`` and ``load_space`` read through the write's own connection (kept per thread), so
   they see the locked state.
 * **Catch-up.** A replica whose index is behind reads only what changed since its generation (the change log of

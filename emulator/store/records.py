@@ -5,7 +5,8 @@ never on a backend: SQLite (:mod:`emulator.store.sqlite`) is the embedded defaul
 
 Every face is one record holding its unit-length float32 embedding. Each (client, space) has a *generation* that
 every committed write bumps in the same transaction; a reader compares it to the generation its in-memory index
-was built from, so noticing another process's write costs one indexed read.
+was built from, so noticing another process's write costs one indexed read; what changed since is then read from
+the space's bounded change log (:meth:`Store.changes_since`), so following it costs what changed.
 """
 
 from __future__ import annotations

@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from emulator.persons import index as index_module
 from emulator.persons.index import FollowCounts, IndexCache, SpaceIndex
 from emulator.store import Store
+from emulator.store import sqlite as sqlite_store
 from emulator.store.records import EMBEDDING_DIM, ClientId, FaceRow, SpaceData, SpaceKey, WriteDelta
 from emulator.store.sql import SqlInventory
+from emulator.store.sqlite import DB_FILENAME, SqliteStore
 from tests.support.backends import BOTH_BACKENDS, Backend
 from tests.support.domain import assert_same_index
 
@@ -413,3 +418,92 @@ def count_log_rows(store: Store, key: SpaceKey) -> int:
     assert isinstance(store, SqlInventory)
     rows = store._select("SELECT COUNT(*) FROM space_changes WHERE client = ? AND space = ?", (key.client, key.space))
     return int(rows[0][0])
+
+
+# --- changes applied on top of a base: the same rows and the same ranking as an index built whole ---------------------
+
+
+@pytest.mark.parametrize("tail_limit", [3, 2048])
+def test_changes_applied_in_place_rank_exactly_as_an_index_built_whole(
+    tail_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A seeded random run of adds (new and known persons), removals of faces and of whole persons and truncates;
+    with a tail limit of 3 the index is also rebuilt whole now and then."""
+    monkeypatch.setattr(index_module, "TAIL_LIMIT", tail_limit)
+    rng = np.random.default_rng(7)
+    rows: dict[int, tuple[int, np.ndarray]] = {}  # face id -> (person id, embedding): what a fresh load would hold
+    next_face = 1
+
+    def embedding() -> np.ndarray:
+        vector = rng.standard_normal(EMBEDDING_DIM).astype(np.float32)
+        return vector / np.linalg.norm(vector)
+
+    for _ in range(40):
+        rows[next_face] = (int(rng.integers(1, 15)), embedding())
+        next_face += 1
+    index = index_of([(f, p, e) for f, (p, e) in rows.items()])
+    queries = [embedding() for _ in range(4)] + [rows[3][1]]
+    for generation in range(1, 120):
+        step = WriteDelta(SpaceKey(ClientId("c"), 0), generation, generation + 1)
+        roll = rng.random()
+        if roll < 0.03:
+            step.cleared = True
+            rows.clear()
+        elif roll < 0.2 and rows:  # a whole person goes
+            person = int(rng.choice([p for p, _ in rows.values()]))
+            step.removed_face_ids.update(f for f, (p, _) in rows.items() if p == person)
+        elif roll < 0.45 and rows:  # some faces go
+            step.removed_face_ids.update(int(f) for f in rng.choice(list(rows), size=min(2, len(rows)), replace=False))
+        for face_id in step.removed_face_ids:
+            rows.pop(face_id, None)
+        for _ in range(int(rng.integers(0, 3))):
+            person = int(rng.integers(1, 20))
+            step.added.append(FaceRow(next_face, person, embedding()))
+            rows[next_face] = (person, step.added[-1].embedding)
+            next_face += 1
+        index = index.apply(step)
+        whole = index_of([(f, p, e) for f, (p, e) in sorted(rows.items())], generation=generation + 1)
+        assert_same_index(index, whole)
+        assert len(index) == len(whole) and index.max_person_id == whole.max_person_id
+        assert index.digest() == whole.digest()
+        for query in queries:
+            for min_score in (None, 0.1):
+                got, want = index.search(query, min_score), whole.search(query, min_score)
+                assert got.person_ids.tolist() == want.person_ids.tolist()
+                assert np.array_equal(got.scores, want.scores)
+
+
+def test_the_catch_up_read_is_one_statement(tmp_path: Path) -> None:
+    store = SQLITE.store(tmp_path)
+    try:
+        key = SpaceKey(ClientId("c"), 0)
+        write(store, key, (1, toward(0.5)), (2, toward(0.6)))
+        write(store, key, (3, toward(0.7)), delete=1)
+        assert isinstance(store, SqliteStore)
+        statements: list[str] = []
+        store._conn().set_trace_callback(statements.append)
+        changes = store.changes_since(key, 1, 2)
+        store._conn().set_trace_callback(None)
+        assert changes is not None and changes.added.person_ids.tolist() == [3] and len(changes.removed_face_ids) == 1
+        assert len(statements) == 1, statements
+    finally:
+        store.close()
+
+
+def test_a_record_of_the_first_schema_gets_the_change_log_and_loads_whole_once(tmp_path: Path) -> None:
+    """Writes made before the log existed are not in it: an index of that time cannot catch up across them."""
+    with closing(sqlite3.connect(tmp_path / DB_FILENAME)) as conn:
+        conn.executescript(sqlite_store._MIGRATIONS[0])
+        conn.execute("INSERT INTO spaces (client, space, generation) VALUES ('c', 0, 5)")
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    store = SQLITE.store(tmp_path)
+    try:
+        key = SpaceKey(ClientId("c"), 0)
+        assert store.changes_since(key, 4, 0) is None
+        assert store.changes_since(key, 5, 0) is not None
+        write(store, key, (1, toward(0.5)))
+        caught = store.changes_since(key, 5, 0)
+        assert caught is not None and caught.generation == 6 and caught.added.person_ids.tolist() == [1]
+    finally:
+        store.close()
