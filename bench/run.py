@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bench.figures import (  # noqa: E402
     Run,
     descriptor,
+    detectors,
     fixture_faces,
     group_photo,
     latency,
@@ -65,6 +66,7 @@ FIGURES = (
     descriptor,
     group_photo,
     sqlite_vs_postgres,
+    detectors,
 )
 
 

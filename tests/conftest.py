@@ -17,7 +17,8 @@ from emulator.app import default_engine
 from emulator.face.engine import DlibEngine
 from emulator.settings import Settings
 from tests.support import parallel
-from tests.support.backends import BACKENDS, DLIB_DESCRIPTOR, Backend
+from tests.support.backends import BACKENDS, DETECTOR_BACKENDS, DLIB_DESCRIPTOR, HOG_DETECTOR, YUNET_DETECTOR, Backend
+from tests.support.ci import require_yunet
 from tests.support.emulator_server import EmulatorServer
 from tests.support.postgres import PostgresCluster, require_postgres
 
@@ -30,11 +31,35 @@ def engine() -> DlibEngine:
     return real
 
 
+@pytest.fixture(scope="session")
+def hog_engine(engine: DlibEngine) -> DlibEngine:
+    """The real engine with dlib's HOG detector (``SMARTY_DETECTOR=hog``)."""
+    if engine.detector_in_use == "hog":
+        return engine
+    hog = default_engine(Settings.from_sources({}, {"detector": "hog"}))
+    hog.warm_up()
+    return hog
+
+
+@pytest.fixture(scope="session")
+def yunet_engine(engine: DlibEngine) -> DlibEngine:
+    """The real engine with YuNet (``SMARTY_DETECTOR=yunet``); where its wheel is absent the test skips (CI: fails)."""
+    require_yunet()
+    if engine.detector_in_use == "yunet":
+        return engine
+    found = default_engine(Settings.from_sources({}, {"detector": "yunet"}))
+    found.warm_up()
+    return found
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests of a ``BOTH_BACKENDS`` module that use the backend (through a server or directly) run on both; those of
-    a ``BOTH_EMBEDDERS`` module also with dlib's own descriptor."""
+    a ``BOTH_EMBEDDERS`` module also with dlib's own descriptor, those of a ``BOTH_DETECTORS`` module also with
+    each face detector."""
     if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames:
-        extra = (DLIB_DESCRIPTOR,) if metafunc.definition.get_closest_marker("both_embedders") else ()
+        extra: tuple[str, ...] = (DLIB_DESCRIPTOR,) if metafunc.definition.get_closest_marker("both_embedders") else ()
+        if metafunc.definition.get_closest_marker("both_detectors"):
+            extra += DETECTOR_BACKENDS
         metafunc.parametrize("backend", (*BACKENDS, *extra), indirect=True, scope="module")
 
 
@@ -70,6 +95,8 @@ def server(
     """A real emulator (real dlib) with its own data dir (and database), shared by one test module."""
     if backend.name == DLIB_DESCRIPTOR:  # the reference descriptor: an engine of its own, made when needed
         engine = request.getfixturevalue("dlib_engine")
+    elif backend.name in (HOG_DETECTOR, YUNET_DETECTOR):  # one face detector named, whatever the default
+        engine = request.getfixturevalue("hog_engine" if backend.name == HOG_DETECTOR else "yunet_engine")
     running = EmulatorServer(tmp_path_factory.mktemp("data"), engine=engine, **backend.settings()).start()
     yield running
     running.stop()
