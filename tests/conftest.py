@@ -7,6 +7,7 @@ module). Without it, ``backend`` is SQLite.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from emulator.app import default_engine
 from emulator.face.engine import DlibEngine
+from emulator.face.yunet import resolve_detector
 from emulator.settings import Settings
 from tests.support import parallel
 from tests.support.backends import BACKENDS, DETECTOR_BACKENDS, DLIB_DESCRIPTOR, HOG_DETECTOR, YUNET_DETECTOR, Backend
@@ -23,33 +25,32 @@ from tests.support.emulator_server import EmulatorServer
 from tests.support.postgres import PostgresCluster, require_postgres
 
 
-@pytest.fixture(scope="session")
-def engine() -> DlibEngine:
-    """The real engine as the server builds it, models loaded once for the whole suite."""
-    real = default_engine(Settings.from_sources({}))
+@functools.cache
+def _real_engine(detector: str) -> DlibEngine:
+    """One warm real engine per face detector that runs (``hog``, ``yunet``) for the whole session."""
+    real = default_engine(Settings.from_sources({}, {"detector": detector}))
     real.warm_up()
     return real
 
 
 @pytest.fixture(scope="session")
-def hog_engine(engine: DlibEngine) -> DlibEngine:
-    """The real engine with dlib's HOG detector (``SMARTY_DETECTOR=hog``)."""
-    if engine.detector_in_use == "hog":
-        return engine
-    hog = default_engine(Settings.from_sources({}, {"detector": "hog"}))
-    hog.warm_up()
-    return hog
+def engine() -> DlibEngine:
+    """The real engine as the server builds it (the default ``SMARTY_DETECTOR``), models loaded once for the whole
+    suite."""
+    return _real_engine(resolve_detector(Settings.from_sources({}).detector))
 
 
 @pytest.fixture(scope="session")
-def yunet_engine(engine: DlibEngine) -> DlibEngine:
+def hog_engine() -> DlibEngine:
+    """The real engine with dlib's HOG detector (``SMARTY_DETECTOR=hog``)."""
+    return _real_engine("hog")
+
+
+@pytest.fixture(scope="session")
+def yunet_engine() -> DlibEngine:
     """The real engine with YuNet (``SMARTY_DETECTOR=yunet``); where its wheel is absent the test skips (CI: fails)."""
     require_yunet()
-    if engine.detector_in_use == "yunet":
-        return engine
-    found = default_engine(Settings.from_sources({}, {"detector": "yunet"}))
-    found.warm_up()
-    return found
+    return _real_engine("yunet")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
