@@ -9,11 +9,14 @@ Every face of a known person in ``fixtures/`` is embedded with ``DlibEngine`` (u
 
 Prints min / median / max cosine for both sets, the closest pairs across the boundary, and a recommended threshold.
 
-Run: ``python bench/calibrate_threshold.py`` (from the repository root, with the venv's python).
+Run: ``python bench/calibrate_threshold.py [--detector hog|yunet]`` (from the repository root, with the venv's
+python; the detector is ``SMARTY_DETECTOR``'s, HOG by default: the faces' boxes, hence their descriptors, move a
+little with it).
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import statistics
 import sys
@@ -84,7 +87,9 @@ def describe(values: list[float]) -> str:
 
 
 def main() -> None:
-    engine = DlibEngine(max_width=4000, max_height=4000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--detector", choices=("hog", "yunet"), default="hog")
+    engine = DlibEngine(max_width=4000, max_height=4000, detector=parser.parse_args().detector)
     samples = collect(engine)
     same: list[tuple[float, str, str]] = []
     diff: list[tuple[float, str, str]] = []

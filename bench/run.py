@@ -43,6 +43,7 @@ from bench.figures import (  # noqa: E402
     Run,
     big_space,
     descriptor,
+    detectors,
     fixture_faces,
     group_photo,
     latency,
@@ -69,6 +70,7 @@ FIGURES = (
     group_photo,
     sqlite_vs_postgres,
     big_space,
+    detectors,
 )
 
 

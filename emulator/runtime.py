@@ -206,6 +206,9 @@ class Runtime:
                 self.startup.add("models")
             self.engine.warm_up()  # loads the models if not yet, and runs one detection
             self.startup.update(("models", "warm-up"))
+            detector = getattr(self.engine, "detector_in_use", None)
+            if isinstance(detector, str):  # what SMARTY_DETECTOR=auto chose here (also in /emulator/health)
+                log.info("face detector: %s (SMARTY_DETECTOR=%s)", detector, self.settings.detector)
             if not opened and not self._open_store(retry=True):
                 return  # the server is stopping before its database ever came
             if self.settings.seed:  # SMARTY_SEED: applied once per start, before readiness

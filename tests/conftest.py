@@ -7,6 +7,7 @@ module). Without it, ``backend`` is SQLite.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,26 +16,51 @@ import pytest
 
 from emulator.app import default_engine
 from emulator.face.engine import DlibEngine
+from emulator.face.yunet import resolve_detector
 from emulator.settings import Settings
 from tests.support import parallel
-from tests.support.backends import BACKENDS, DLIB_DESCRIPTOR, Backend
+from tests.support.backends import BACKENDS, DETECTOR_BACKENDS, DLIB_DESCRIPTOR, HOG_DETECTOR, YUNET_DETECTOR, Backend
+from tests.support.ci import require_yunet
 from tests.support.emulator_server import EmulatorServer
 from tests.support.postgres import PostgresCluster, require_postgres
 
 
-@pytest.fixture(scope="session")
-def engine() -> DlibEngine:
-    """The real engine as the server builds it, models loaded once for the whole suite."""
-    real = default_engine(Settings.from_sources({}))
+@functools.cache
+def _real_engine(detector: str) -> DlibEngine:
+    """One warm real engine per face detector that runs (``hog``, ``yunet``) for the whole session."""
+    real = default_engine(Settings.from_sources({}, {"detector": detector}))
     real.warm_up()
     return real
 
 
+@pytest.fixture(scope="session")
+def engine() -> DlibEngine:
+    """The real engine as the server builds it (the default ``SMARTY_DETECTOR``), models loaded once for the whole
+    suite."""
+    return _real_engine(resolve_detector(Settings.from_sources({}).detector))
+
+
+@pytest.fixture(scope="session")
+def hog_engine() -> DlibEngine:
+    """The real engine with dlib's HOG detector (``SMARTY_DETECTOR=hog``)."""
+    return _real_engine("hog")
+
+
+@pytest.fixture(scope="session")
+def yunet_engine() -> DlibEngine:
+    """The real engine with YuNet (``SMARTY_DETECTOR=yunet``); where its wheel is absent the test skips (CI: fails)."""
+    require_yunet()
+    return _real_engine("yunet")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests of a ``BOTH_BACKENDS`` module that use the backend (through a server or directly) run on both; those of
-    a ``BOTH_EMBEDDERS`` module also with dlib's own descriptor."""
+    a ``BOTH_EMBEDDERS`` module also with dlib's own descriptor, those of a ``BOTH_DETECTORS`` module also with
+    each face detector."""
     if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames:
-        extra = (DLIB_DESCRIPTOR,) if metafunc.definition.get_closest_marker("both_embedders") else ()
+        extra: tuple[str, ...] = (DLIB_DESCRIPTOR,) if metafunc.definition.get_closest_marker("both_embedders") else ()
+        if metafunc.definition.get_closest_marker("both_detectors"):
+            extra += DETECTOR_BACKENDS
         metafunc.parametrize("backend", (*BACKENDS, *extra), indirect=True, scope="module")
 
 
@@ -70,6 +96,8 @@ def server(
     """A real emulator (real dlib) with its own data dir (and database), shared by one test module."""
     if backend.name == DLIB_DESCRIPTOR:  # the reference descriptor: an engine of its own, made when needed
         engine = request.getfixturevalue("dlib_engine")
+    elif backend.name in (HOG_DETECTOR, YUNET_DETECTOR):  # one face detector named, whatever the default
+        engine = request.getfixturevalue("hog_engine" if backend.name == HOG_DETECTOR else "yunet_engine")
     running = EmulatorServer(tmp_path_factory.mktemp("data"), engine=engine, **backend.settings()).start()
     yield running
     running.stop()

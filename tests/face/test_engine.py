@@ -35,7 +35,12 @@ def encode(img: Image.Image, fmt: str, **params: object) -> bytes:
     return buf.getvalue()
 
 
-# ``engine`` is the session-scoped real DlibEngine from tests/conftest.py (models loaded once per test run).
+@pytest.fixture(params=["hog", "yunet"])
+def engine(request: pytest.FixtureRequest) -> DlibEngine:
+    """The real engine with each face detector (``hog_engine``, ``yunet_engine`` from tests/conftest.py: models
+    loaded once per run); the yunet runs skip where its wheel is absent (fail in CI)."""
+    found: DlibEngine = request.getfixturevalue(f"{request.param}_engine")
+    return found
 
 
 # -- decoding ------------------------------------------------------------------------------------------------
@@ -224,7 +229,8 @@ def test_one_face(engine: DlibEngine) -> None:
     faces = engine.analyze(read("people/obama/obama-480p.jpg"))
     assert len(faces) == 1
     _check_face(faces[0], 853, 480)
-    assert faces[0].confidence > 0.99
+    # HOG: sigmoid(4 * score) of a clear face; YuNet: its score / 100 (clear faces score 0.88-0.95 on the fixtures)
+    assert faces[0].confidence > (0.99 if engine.detector_in_use == "hog" else 0.85)
 
 
 def test_exif_rotated_twin_gives_upright_box_and_same_embedding(engine: DlibEngine) -> None:

@@ -33,6 +33,12 @@ def bank() -> DetectorBank:
     return DetectorBank()
 
 
+@pytest.fixture(scope="module")
+def engine(hog_engine: DlibEngine) -> DlibEngine:
+    """These tests are of HOG's detection passes: the engine with ``SMARTY_DETECTOR=hog``, whatever the default."""
+    return hog_engine
+
+
 def test_the_frontal_face_detectors_fields_are_read_from_its_bytes(bank: DetectorBank) -> None:
     state = bank.state
     assert (state.window_width, state.window_height, state.cell_size, state.padding) == (80, 80, 8, 0)

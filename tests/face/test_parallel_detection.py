@@ -44,6 +44,12 @@ def bank() -> DetectorBank:
 
 
 @pytest.fixture(scope="module")
+def engine(hog_engine: DlibEngine) -> DlibEngine:
+    """These tests are of HOG's detection passes: the engine with ``SMARTY_DETECTOR=hog``, whatever the default."""
+    return hog_engine
+
+
+@pytest.fixture(scope="module")
 def threads() -> Iterator[ThreadPoolExecutor]:
     """Two scan threads of our own, so that the tests cut scans the same way on any machine."""
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-scan")

@@ -157,7 +157,7 @@ def test_connect_to_another_host_is_refused_and_logged(tls: TlsServer) -> None:
 
 def test_the_names_of_smarty_tls_hosts_are_served_too(tls: TlsServer) -> None:
     done = curl("--proxy", tls.proxy, "--cacert", str(tls.ca), "https://emulator.test/emulator/health")
-    assert done.returncode == 0 and json.loads(done.stdout) == {"alive": True}, done
+    assert done.returncode == 0 and json.loads(done.stdout)["alive"] is True, done
     assert handshake(tls.tls_port, tls.ca.read_bytes(), server_name="emulator.test")
 
 

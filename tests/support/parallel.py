@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.backends import BACKENDS, DLIB_DESCRIPTOR
+from tests.support.backends import BACKENDS, DETECTOR_BACKENDS, DLIB_DESCRIPTOR
 
 FIGURE = "figure"  # a report's user property that tests/conftest.py prints at the end of the run ("name: text")
 
 # Longest first: "sqlite-dlib" before "sqlite".
-_BACKEND_IDS = tuple(sorted((*BACKENDS, DLIB_DESCRIPTOR), key=len, reverse=True))
+_BACKEND_IDS = tuple(sorted((*BACKENDS, DLIB_DESCRIPTOR, *DETECTOR_BACKENDS), key=len, reverse=True))
 
 
 def unit_of(nodeid: str) -> str:
