@@ -22,6 +22,8 @@ Figures (medians unless said otherwise; ratios are ours / baseline), one module 
  10. SQLite vs PostgreSQL (``SMARTY_DATABASE_URL``): latency of recognize and set, the store's write rate, loading
      a 75,000-embedding space, sustained req/s of 2 replicas on one database vs 2 workers on SQLite
      (sqlite_vs_postgres);
+ 11. the searcher=1 attributes per face (sex, age, expression) against the descriptor per face, numpy and ONNX
+     Runtime, and their accuracy on the labelled portraits (attributes);
  and why worker processes, not threads (threads_vs_processes).
 """
 
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.figures import (  # noqa: E402
     Run,
+    attributes,
     descriptor,
     fixture_faces,
     group_photo,
@@ -65,6 +68,7 @@ FIGURES = (
     descriptor,
     group_photo,
     sqlite_vs_postgres,
+    attributes,
 )
 
 
