@@ -45,9 +45,26 @@ class FaceAttributes:
     expressions: tuple[float, ...]  # the 7 probabilities in face-api's order (expression.LABELS)
 
 
+MODEL_FILES = (
+    "gender-v1.onnx",
+    "age-v1.onnx",
+    "face_expression_model-weights_manifest.json",
+    "face_expression_model.bin",
+)
+
+
 def models_dir() -> Path:
     """The folder of the shipped weights (package data)."""
     return Path(str(resources.files(__package__) / "models"))
+
+
+def model_files() -> list[Path]:
+    """The paths of the shipped weights; FileNotFoundError naming the first one missing (a broken install)."""
+    paths = [models_dir() / name for name in MODEL_FILES]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"the attribute model file {path.name} is missing from {path.parent}")
+    return paths
 
 
 class _OnnxRuntimeNetwork:
@@ -99,10 +116,9 @@ class AttributeModels:
             if self._networks is None:
                 from emulator.face.attributes.expression import ExpressionNetwork, read_tfjs
 
-                base = models_dir()
+                gender, age, manifest, _ = model_files()
                 build = _OnnxRuntimeNetwork if self.runtime == "onnx" else _numpy_network
-                expression = ExpressionNetwork(read_tfjs(base / "face_expression_model-weights_manifest.json"))
-                self._networks = (build(base / "gender-v1.onnx"), build(base / "age-v1.onnx"), expression)
+                self._networks = (build(gender), build(age), ExpressionNetwork(read_tfjs(manifest)))
             return self._networks
 
     def estimate(
