@@ -171,3 +171,10 @@ def test_attributes_are_identical_across_requests_and_analysis_paths(uncached: E
     together = _attributes(uncached, [photo, "people/obama/obama.jpg", photo, "people/biden/biden.jpg"])
     assert alone[0] == alone[1] == alone[2] == together[0] == together[2]
     assert alone[0]["sex"] == "female" and alone[0]["emotion"] == "Happiness"
+
+
+def test_the_attributes_phase_is_timed_in_the_metrics(server: EmulatorServer) -> None:
+    """Their time is a phase of its own (smarty_request_phase_seconds), apart from the descriptor's ``embed``."""
+    _attributes(server, ["people/biden/biden2.jpg"], update_embedding=False)
+    metrics = server.http.get("/metrics").text
+    assert 'smarty_request_phase_seconds_count{method="recognize",phase="attributes"}' in metrics
