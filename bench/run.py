@@ -24,6 +24,10 @@ Figures (medians unless said otherwise; ratios are ours / baseline), one module 
      (sqlite_vs_postgres);
  11. a big space under writes: interleaved set and recognize on 2 workers and 2 replicas vs 1, a write's cost
      to the other process by space size, mixed throughput on 2 PostgreSQL replicas vs 1, memory (big_space);
+ 12. the face detectors, HOG and YuNet: the 720p photo recognized with each, detection alone on group photos and
+     the small-face canvas (detectors);
+ 13. the searcher=1 attributes per face (sex, age, expression) against the descriptor per face, numpy and ONNX
+     Runtime, and their accuracy on the labelled portraits (attributes);
  and why worker processes, not threads (threads_vs_processes).
 """
 
@@ -41,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.figures import (  # noqa: E402
     Run,
+    attributes,
     big_space,
     descriptor,
     detectors,
@@ -71,6 +76,7 @@ FIGURES = (
     sqlite_vs_postgres,
     big_space,
     detectors,
+    attributes,
 )
 
 

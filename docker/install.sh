@@ -35,6 +35,7 @@ print(u.find_spec("face_recognition_models").submodule_search_locations[0])')/mo
 
 finish() {
     "$venv/bin/python" -c 'from emulator.face.models import model_paths; model_paths()'  # both models are there
+    "$venv/bin/python" -c 'from emulator.face.attributes import model_files; model_files()'  # searcher: 1's too
     # Nothing installs at run time: pip and setuptools leave the environment (pip compiled the byte-code already,
     # so workers and the health check start without compiling).
     "$venv/bin/python" -m pip uninstall --quiet --yes pip setuptools 2>/dev/null || true

@@ -316,6 +316,16 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("auto", "hog", "yunet"),
     ),
     Setting(
+        "attributes",
+        str,
+        "model",
+        "What `searcher: 1` answers for `sex`, `age`, `emotion`, `valence` and `arousal`: `model` estimates sex, age "
+        "and expression from the face with small networks shipped in the package (loaded by the first such "
+        "request; valence and arousal are derived from the expression), `synthetic` gives the values of earlier "
+        "versions, derived from the face's embedding: stable, but saying nothing true about the person.",
+        choices=("model", "synthetic"),
+    ),
+    Setting(
         "cache_size",
         int,
         1024,

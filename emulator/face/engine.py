@@ -46,6 +46,7 @@ once, lazily.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ import numpy as np
 from PIL import Image
 
 from emulator.face import yunet
+from emulator.face.attributes import AGE_CHIP, GENDER_CHIP, AttributeModels, FaceAttributes
+from emulator.face.attributes import CHIP_PADDING as ATTRIBUTE_PADDING
 from emulator.face.decode import decode_image
 from emulator.face.embedder import DEFAULT_EMBEDDER, EMBEDDERS, Embedder, make_embedder
 from emulator.face.hog import Box, DetectorBank, scan_whole
@@ -89,13 +92,17 @@ class Face:
     embedding: np.ndarray  # float32 (128,), unit length
     awesomeness: float  # 0..1, deterministic photo quality of the face; see face_quality()
     landmarks: tuple[tuple[int, int], ...]  # dlib's 5 points: eye corners (right eye 2, left eye 2), nose base
+    attributes: FaceAttributes | None = None  # sex, age, expression: only when analysed with attributes=True
 
 
 class FaceEngine(Protocol):
     """What the service needs from an engine; tests may pass a fake."""
 
-    def analyze(self, data: bytes) -> list[Face]:
-        """Decode ``data`` and return its faces sorted left to right; raise ``ImageError`` for bad images."""
+    def analyze(self, data: bytes, *, attributes: bool = False) -> list[Face]:
+        """Decode ``data`` and return its faces sorted left to right; raise ``ImageError`` for bad images.
+
+        With ``attributes``, each face also carries its :class:`FaceAttributes` (an engine without the models may
+        leave them None)."""
         ...
 
     def warm_up(self) -> None:
@@ -178,6 +185,7 @@ class DlibEngine:
         self._load_lock = threading.Lock()
         self._embedders: dict[str, Embedder] = {}  # by name: a pool worker may switch (see emulator.face.pool)
         self._bank: DetectorBank | None = None  # HOG detectors, borrowed one per concurrent scan
+        self._attribute_models: AttributeModels | None = None  # loaded by the first analysis with attributes
 
     def options(self) -> dict[str, int | str]:
         """The constructor arguments: ``DlibEngine(**engine.options())`` analyses exactly like this engine."""
@@ -251,23 +259,27 @@ class DlibEngine:
 
     # -- analysis --------------------------------------------------------------------------------------------
 
-    def analyze(self, data: bytes) -> list[Face]:
-        """Decode, detect, find landmarks and embed every face; faces sorted by box left, then top.
+    def analyze(self, data: bytes, *, attributes: bool = False) -> list[Face]:
+        """Decode, detect, find landmarks and embed every face; faces sorted by box left, then top. With
+        ``attributes``, also estimate each face's sex, age and expression (:mod:`emulator.face.attributes`).
 
         Raises ``emulator.face.decode.ImageError`` (``UnknownImageType``, ``ImageTooSmall``, ``ImageTooLarge``).
         """
         with timed("decode"):
             rgb = decode_image(data, max_width=self.max_width, max_height=self.max_height, min_side=self.min_side)
-        return self.analyze_array(rgb)
+        return self.analyze_array(rgb, attributes=attributes)
 
-    def analyze_array(self, rgb: np.ndarray) -> list[Face]:
+    def analyze_array(self, rgb: np.ndarray, *, attributes: bool = False) -> list[Face]:
         """Like ``analyze`` for an already decoded upright HxWx3 uint8 RGB array."""
         models = self._get_models()
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
         with timed("detect"):
             detections, _ = self.detect(rgb)
         with timed("embed"):  # landmarks, chips, descriptors (one batch), quality
-            faces = self._describe(models, rgb, detections)
+            shapes, faces = self._describe(models, rgb, detections)
+        if attributes:
+            with timed("attributes"):
+                faces = self._with_attributes(rgb, shapes, faces)
         faces.sort(key=lambda face: (face.box[0], face.box[1]))
         after_analysis()  # the pyramid's blocks are freed: now and then, their pages go back to the system
         return faces
@@ -358,7 +370,9 @@ class DlibEngine:
         chips = [np.asarray(dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)) for shape in shapes]
         return shapes, chips
 
-    def _describe(self, models: _Models, rgb: np.ndarray, detections: list[tuple[dlib.rectangle, float]]) -> list[Face]:
+    def _describe(
+        self, models: _Models, rgb: np.ndarray, detections: list[tuple[dlib.rectangle, float]]
+    ) -> tuple[list[Any], list[Face]]:
         """Landmarks and chip of every detection, then all the descriptors in one batch."""
         height, width = rgb.shape[:2]
         shapes, chips = self._chips(models, rgb, detections)
@@ -383,7 +397,30 @@ class DlibEngine:
                     landmarks=tuple((int(p.x), int(p.y)) for p in shape.parts()),
                 )
             )
-        return faces
+        return shapes, faces
+
+    def attribute_models(self) -> AttributeModels:
+        """The attribute networks (created on first use; their weights load on the first estimate). They run on
+        ONNX Runtime when the descriptor does (``embedder="onnx"``), else on numpy."""
+        if self._attribute_models is None:
+            with self._load_lock:
+                if self._attribute_models is None:
+                    self._attribute_models = AttributeModels("onnx" if self.embedder == "onnx" else "numpy")
+        return self._attribute_models
+
+    def _with_attributes(self, rgb: np.ndarray, shapes: list[Any], faces: list[Face]) -> list[Face]:
+        """``faces`` with their attributes: the sex and age chips cut from the landmarks as dlib's examples cut
+        them (one ``get_face_chip`` per face and size), the expression input from the face box."""
+        import dlib
+
+        from emulator.face.attributes.expression import face_input
+
+        estimates = self.attribute_models().estimate(
+            [np.asarray(dlib.get_face_chip(rgb, s, size=GENDER_CHIP, padding=ATTRIBUTE_PADDING)) for s in shapes],
+            [np.asarray(dlib.get_face_chip(rgb, s, size=AGE_CHIP, padding=ATTRIBUTE_PADDING)) for s in shapes],
+            [face_input(rgb, face.box) for face in faces],
+        )
+        return [dataclasses.replace(face, attributes=estimate) for face, estimate in zip(faces, estimates, strict=True)]
 
 
 def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:

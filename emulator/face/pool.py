@@ -56,17 +56,17 @@ def _init_worker(options: Mapping[str, Any], trim_every: int | None) -> None:
     _worker_engine = ENGINE
 
 
-def _analyze(data: bytes) -> Outcome:
+def _analyze(data: bytes, attributes: bool = False) -> Outcome:
     assert _worker_engine is not None, "the worker was not initialised"
     try:
-        return tuple(_worker_engine.analyze(data))
+        return tuple(_worker_engine.analyze(data, attributes=attributes))
     except ImageError as exc:
         return exc
 
 
-def _analyze_timed(data: bytes) -> tuple[Outcome, dict[str, float]]:
+def _analyze_timed(data: bytes, attributes: bool = False) -> tuple[Outcome, dict[str, float]]:
     """``_analyze`` and its phases (decode, detect, embed), which the parent adds to the request's timings."""
-    return measured(_analyze, data)
+    return measured(_analyze, data, attributes)
 
 
 def _ping(_: int) -> bool:
@@ -100,13 +100,16 @@ class AnalyzePool:
         executor = self._get()
         list(executor.map(_ping, range(self.workers)))
 
-    def analyze(self, images: Sequence[bytes]) -> list[Outcome]:
-        """The faces (or the error) of every image, in order. A broken pool is restarted once, then raises."""
+    def analyze(self, images: Sequence[bytes], attributes: bool = False) -> list[Outcome]:
+        """The faces (or the error) of every image, in order; with ``attributes``, each face's sex, age and
+        expression too (each worker loads those networks on its first such image). A broken pool is restarted
+        once, then raises."""
+        flags = [attributes] * len(images)
         try:
-            results = list(self._get().map(_analyze_timed, images))
+            results = list(self._get().map(_analyze_timed, images, flags))
         except BrokenProcessPool:  # a worker died (killed, out of memory): start afresh and retry once
             self._discard()
-            results = list(self._get().map(_analyze_timed, images))
+            results = list(self._get().map(_analyze_timed, images, flags))
         for _, seconds in results:
             merge(seconds)  # the workers' phases count for the request that sent the images
         return [outcome for outcome, _ in results]

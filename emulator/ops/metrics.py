@@ -42,7 +42,7 @@ from emulator.store.records import SpaceCounts, StoreError
 log = logging.getLogger("emulator.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-PHASES = ("decode", "detect", "embed", "match")
+PHASES = ("decode", "detect", "embed", "attributes", "match")  # attributes: searcher=1 with SMARTY_ATTRIBUTES=model
 # Seconds. A recognize of one photo on one core is ~0.05-1 s; 100 large photos take minutes.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -98,8 +98,8 @@ class Metrics:
         )
         self.phase = Histogram(
             "smarty_request_phase_seconds",
-            "Time of one request spent in a phase (decode, detect, embed, match), by method. Phases of images "
-            "analysed in parallel add up.",
+            "Time of one request spent in a phase (decode, detect, embed, attributes, match), by method. Phases of "
+            "images analysed in parallel add up.",
             ["method", "phase"],
             buckets=LATENCY_BUCKETS,
             registry=registry,

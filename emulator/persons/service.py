@@ -42,7 +42,7 @@ from emulator.face.pool import AnalyzePool
 from emulator.face.thumbnail import face_thumbnail
 from emulator.ops.timing import bind, count, timed
 from emulator.persons import errors
-from emulator.persons.attributes import synthetic_attributes
+from emulator.persons.attributes import person_attributes
 from emulator.persons.errors import ObjectError
 from emulator.persons.index import IndexCache, SpaceIndex
 from emulator.persons.limits import ImageLimits, refusal
@@ -123,20 +123,24 @@ class PersonsService:
         refused = refusal(image.data, image.size, ImageLimits.from_settings(self.settings))
         return None if refused is None else Analysis(image, error=ObjectError(refused))
 
-    def _analyze_one(self, image: ImageInput) -> Analysis:
+    def _analyze_one(self, image: ImageInput, attributes: bool = False) -> Analysis:
         refused = self._refused(image)
         if refused is not None or image.data is None:
             return refused or Analysis(image)
         try:
-            return Analysis(image, faces=tuple(self.engine.analyze(image.data)))
+            # Only asked for when needed: an engine (or a test's fake) without attributes keeps its signature.
+            faces = self.engine.analyze(image.data, attributes=True) if attributes else self.engine.analyze(image.data)
+            return Analysis(image, faces=tuple(faces))
         except ImageError as exc:
             return Analysis(image, error=ObjectError(exc.message))
 
-    def analyze(self, images: Sequence[ImageInput]) -> list[Analysis]:
+    def analyze(self, images: Sequence[ImageInput], attributes: bool = False) -> list[Analysis]:
         """Detect and embed the faces of every image: from the cache, else spread over the cores.
 
         Images not in the cache are analysed in this thread when there is one, in the worker processes when
-        there are several (``analyze_workers`` > 1 and a real engine), else in a thread pool.
+        there are several (``analyze_workers`` > 1 and a real engine), else in a thread pool. With
+        ``attributes`` (``searcher: 1``), the faces also carry their sex, age and expression estimates: a cached
+        analysis without them counts as a miss, and the new one, with them, replaces it (it serves both).
         """
         cache = self.cache
         if cache.capacity != self.settings.cache_size:  # a live setting
@@ -152,12 +156,12 @@ class PersonsService:
             if image.sha256 is not None and cache.capacity:
                 keys[i] = image_key(image.sha256, self._cache_scope)
                 faces = cache.get(keys[i])
-                if faces is not None:
+                if faces is not None and (not attributes or all(f.attributes is not None for f in faces)):
                     analyses[i] = Analysis(image, faces=faces)
                     count("cache_hits")
                     continue
             todo.append(i)
-        for i, analysis in zip(todo, self._analyze_uncached([images[i] for i in todo]), strict=True):
+        for i, analysis in zip(todo, self._analyze_uncached([images[i] for i in todo], attributes), strict=True):
             analyses[i] = analysis
             if keys[i] is not None and analysis.error is None:
                 cache.put(keys[i], analysis.faces)
@@ -165,13 +169,14 @@ class PersonsService:
         count("faces", sum(len(a.faces) for a in done))
         return done
 
-    def _analyze_uncached(self, images: list[ImageInput]) -> list[Analysis]:
+    def _analyze_uncached(self, images: list[ImageInput], attributes: bool) -> list[Analysis]:
         if len(images) <= 1 or self._workers <= 1:
-            return [self._analyze_one(image) for image in images]
+            return [self._analyze_one(image, attributes) for image in images]
         if self.processes is None:  # bind: the worker threads record their phases into this request's timings
-            return list(self._pool.map(bind(self._analyze_one), images))
+            return list(self._pool.map(bind(self._analyze_one), images, [attributes] * len(images)))
         with timed("analyze_processes"):  # wall time; the workers send their own phases back (merged)
-            outcomes = self.processes.analyze([image.data or b"" for image in images])  # analyze() refused no-data
+            # analyze() refused no-data
+            outcomes = self.processes.analyze([image.data or b"" for image in images], attributes=attributes)
         return [
             Analysis(image, error=ObjectError(outcome.message))
             if isinstance(outcome, ImageError)
@@ -213,7 +218,9 @@ class PersonsService:
 
     def recognize(self, client: ClientId, request: RecognizeRequest) -> RecognizeResult:
         key = SpaceKey(client, request.space)
-        analyses = self.analyze(request.images)
+        # searcher 1 with the models: the faces' attributes are estimated with their descriptors.
+        attributes = request.searcher == 1 and self.settings.attributes == "model"
+        analyses = self.analyze(request.images, attributes)
         may_write = request.create_new or request.update_embedding
         if not may_write:
             matcher = _Matcher(self, self.index.get(key), None, request)
@@ -338,7 +345,9 @@ class _Matcher:
 
     def _result(self, face: Face, person_tag: str, similarity: float, aliases: tuple[str, ...]) -> PersonResult:
         attributes = (
-            synthetic_attributes(face.embedding, face.landmarks, face.box) if self.request.searcher == 1 else None
+            person_attributes(self.settings.attributes, face.embedding, face.landmarks, face.box, face.attributes)
+            if self.request.searcher == 1
+            else None
         )
         return PersonResult(
             tag=person_tag,

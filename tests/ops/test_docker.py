@@ -213,6 +213,9 @@ def test_build_makes_an_sdist_and_a_wheel_that_twine_accepts(dist: dict[str, Pat
         [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         assert "smarty-emulator = emulator.cli:main" in wheel.read(entry_points).decode()
     expected = {"emulator/control/static/index.html", "emulator/control/static/app.js", "emulator/face/models.py"}
+    attribute_models = "emulator/face/attributes/models/"
+    expected |= {attribute_models + name for name in ("gender-v1.onnx", "age-v1.onnx", "NOTICE")}
+    expected |= {attribute_models + f"face_expression_model{end}" for end in (".bin", "-weights_manifest.json")}
     assert expected <= set(names)
     assert not [n for n in names if not n.startswith(("emulator/", "smarty_emulator-"))]  # no tests, no bench
     with tarfile.open(dist["sdist"]) as sdist:

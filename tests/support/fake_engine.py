@@ -47,7 +47,9 @@ class FakeEngine:
     def warm_up(self) -> None:
         return None
 
-    def analyze(self, data: bytes) -> list[Face]:
+    def analyze(self, data: bytes, *, attributes: bool = False) -> list[Face]:
+        """``attributes`` is accepted and ignored: a fake has no attribute models, so searcher=1 answers the
+        synthetic values (emulator.persons.attributes.person_attributes)."""
         if not data.startswith(b"FAKE:"):
             raise UnknownImageType()
         tokens = [s for s in data[5:].decode().split(",") if s]
