@@ -31,6 +31,7 @@ from emulator.face.resnet import Op, _conv
 Array = NDArray[np.float32]
 
 INPUT_SIDE = 112
+FACES_PER_PASS = 8  # faces per forward pass
 MEAN_RGB = np.array([122.782, 117.001, 104.298], dtype=np.float32)
 # face-api's class order (FACE_EXPRESSION_LABELS).
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
@@ -61,29 +62,53 @@ def read_tfjs(manifest: Path) -> dict[str, Array]:
     return tensors
 
 
+def _split(side: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's ``same`` padding of a 3x3 window along one side: the total
+    ``max((ceil(side/s) - 1) * s + 3 - side, 0)``, the smaller half before."""
+    total = max((-(-side // stride) - 1) * stride + 3 - side, 0)
+    return total // 2, total - total // 2
+
+
 def _same_pad(x: Array, stride: int) -> Array:
-    """TensorFlow's ``same`` padding of a 3x3 window: the total ``max((ceil(side/s) - 1) * s + 3 - side, 0)``,
-    the smaller half before."""
+    """``x`` with TensorFlow's ``same`` padding of a 3x3 window (zeros)."""
     _, height, width, _ = x.shape
-
-    def split(side: int) -> tuple[int, int]:
-        total = max((-(-side // stride) - 1) * stride + 3 - side, 0)
-        return total // 2, total - total // 2
-
-    return np.pad(x, ((0, 0), split(height), split(width), (0, 0)))
+    return np.pad(x, ((0, 0), _split(height, stride), _split(width, stride), (0, 0)))
 
 
-def _depthwise(x: Array, filters: Array, stride: int) -> Array:
-    """A 3x3 depthwise convolution (``filters`` (3, 3, C)) with ``same`` padding: nine shifted products."""
-    padded = _same_pad(x, stride)
-    _, height, width, _ = x.shape
-    out_h, out_w = -(-height // stride), -(-width // stride)
-    out = np.zeros((x.shape[0], out_h, out_w, x.shape[3]), dtype=np.float32)
-    for dy in range(3):
-        for dx in range(3):
-            window = padded[:, dy : dy + stride * (out_h - 1) + 1 : stride, dx : dx + stride * (out_w - 1) + 1 : stride]
-            out += window * filters[dy, dx]
-    return out
+def _relu_padded(x: Array) -> Array:
+    """``relu(x)`` written straight into a zero buffer with one row and column of zeros on each side, plus one
+    more row at the bottom so that every tap of :func:`_depthwise` is one contiguous run per face."""
+    n, height, width, channels = x.shape
+    padded = np.zeros((n, height + 3, width + 2, channels), dtype=np.float32)
+    np.maximum(x, np.float32(0.0), out=padded[:, 1 : 1 + height, 1 : 1 + width])
+    return padded
+
+
+def _depthwise(padded: Array, taps: Array, stride: int) -> Array:
+    """A 3x3 depthwise convolution with ``same`` padding of a :func:`_relu_padded` input, ``taps`` (9, (W+2) * C):
+    each tap's filter repeated along a padded row. Each tap is one multiply-add of a contiguous run of the padded
+    input, computed for every padded column (the last two columns of each row are discarded); the sums are those
+    of ``sum(window * filter)`` in the same order. Stride 2 (on even sides, TensorFlow pads at the end only) is
+    every other value of the stride-1 result, from the second: the same windows and sums."""
+    n, rows, row_width, channels = padded.shape
+    height, width = rows - 3, row_width - 2
+    run = height * row_width * channels
+    flat = padded.reshape(n, -1)
+    wide = np.empty((n, height, row_width * channels), dtype=np.float32)
+    scratch = np.empty_like(wide)
+    for tap in range(9):
+        dy, dx = divmod(tap, 3)
+        offset = (dy * row_width + dx) * channels
+        window = flat[:, offset : offset + run].reshape(n, height, row_width * channels)
+        if tap == 0:
+            np.multiply(window, taps[0], out=wide)
+        else:
+            np.multiply(window, taps[tap], out=scratch)
+            wide += scratch
+    out = wide.reshape(n, height, row_width, channels)
+    if stride == 1:
+        return out[:, :, :width]
+    return out[:, 1::2, 1:width:2]
 
 
 class ExpressionNetwork:
@@ -106,39 +131,52 @@ class ExpressionNetwork:
                     continue
                 depthwise = tensors[f"{name}/depthwise_filter"][:, :, :, 0]  # (3, 3, C)
                 pointwise = tensors[f"{name}/pointwise_filter"][0, 0]  # (C, C_out)
+                width = INPUT_SIDE // 2 ** (block + (conv > 0))  # the side of this convolution's input
+                taps = np.tile(depthwise.reshape(9, 1, -1), (1, width + 2, 1)).reshape(9, -1)
                 self.separable[name] = (
-                    np.ascontiguousarray(depthwise),
+                    np.ascontiguousarray(taps, dtype=np.float32),
                     np.ascontiguousarray(pointwise),
                     tensors[f"{name}/bias"],
                 )
         self.fc_weights = tensors["fc/weights"]
         self.fc_bias = tensors["fc/bias"]
 
-    def _separable(self, x: Array, name: str, stride: int) -> Array:
+    def _separable(self, padded: Array, name: str, stride: int) -> Array:
+        """A depthwise-separable convolution of a ``same``-padded input: the depthwise pass, then the pointwise
+        one as one matrix product over every pixel."""
         depthwise, pointwise, bias = self.separable[name]
-        mid = _depthwise(x, depthwise, stride)
+        mid = np.ascontiguousarray(_depthwise(padded, depthwise, stride))
         n, height, width, channels = mid.shape
-        out: Array = mid.reshape(-1, channels) @ pointwise + bias
+        out: Array = mid.reshape(-1, channels) @ pointwise
+        out += bias
         return out.reshape(n, height, width, -1)
 
     def _block(self, x: Array, block: int) -> Array:
-        """One dense block: each convolution sees the relu of the sum of every output before it."""
-        first = _conv(_same_pad(x, 2), self.conv0) if block == 0 else self._separable(x, f"dense{block}/conv0", 2)
-        out1: Array = np.maximum(first, np.float32(0.0))
-        out2 = self._separable(out1, f"dense{block}/conv1", 1)
-        total = out1 + out2
-        out3 = self._separable(np.maximum(total, np.float32(0.0)), f"dense{block}/conv2", 1)
-        total += out3
-        out4 = self._separable(np.maximum(total, np.float32(0.0)), f"dense{block}/conv3", 1)
-        total += out4
-        out: Array = np.maximum(total, np.float32(0.0))
-        return out
+        """One dense block: each convolution sees the relu of the sum of every output before it. ``x`` is the
+        input before its relu (the relu of the previous block's sum; the input itself for the first block)."""
+        if block == 0:
+            first = _conv(_same_pad(x, 2), self.conv0)
+        else:
+            first = self._separable(_relu_padded(x), f"dense{block}/conv0", 2)
+        total: Array = np.maximum(first, np.float32(0.0), out=first)  # out1
+        total += self._separable(_relu_padded(total), f"dense{block}/conv1", 1)
+        total += self._separable(_relu_padded(total), f"dense{block}/conv2", 1)
+        total += self._separable(_relu_padded(total), f"dense{block}/conv3", 1)
+        return total
 
     def probabilities(self, inputs: Array) -> Array:
-        """(N, 7) probabilities, face-api's class order, of (N, 112, 112, 3) float32 RGB inputs (0..255)."""
+        """(N, 7) probabilities, face-api's class order, of (N, 112, 112, 3) float32 RGB inputs (0..255).
+        Faces run in batches of ``FACES_PER_PASS``."""
+        out = np.empty((len(inputs), len(self.fc_bias)), dtype=np.float32)
+        for i in range(0, len(inputs), FACES_PER_PASS):
+            out[i : i + FACES_PER_PASS] = self._forward(inputs[i : i + FACES_PER_PASS])
+        return out
+
+    def _forward(self, inputs: Array) -> Array:
         x = (inputs - MEAN_RGB) / np.float32(255.0)
         for block in range(4):
             x = self._block(x, block)
+        x = np.maximum(x, np.float32(0.0), out=x)  # the last block's output
         pooled = x.mean(axis=(1, 2), dtype=np.float32)  # avgPool 7x7 stride 2 'valid' on a 7x7 map
         return softmax(pooled @ self.fc_weights + self.fc_bias)
 
