@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 from numpy.typing import NDArray
 
 from emulator.face.attributes.graph import softmax
@@ -84,31 +85,32 @@ def _relu_padded(x: Array) -> Array:
     return padded
 
 
-def _depthwise(padded: Array, taps: Array, stride: int) -> Array:
-    """A 3x3 depthwise convolution with ``same`` padding of a :func:`_relu_padded` input, ``taps`` (9, (W+2) * C):
-    each tap's filter repeated along a padded row. Each tap is one multiply-add of a contiguous run of the padded
-    input, computed for every padded column (the last two columns of each row are discarded); the sums are those
-    of ``sum(window * filter)`` in the same order. Stride 2 (on even sides, TensorFlow pads at the end only) is
-    every other value of the stride-1 result, from the second: the same windows and sums."""
+def _depthwise(padded: Array, filters: Array, taps: Array, stride: int) -> Array:
+    """A 3x3 depthwise convolution with ``same`` padding of a :func:`_relu_padded` input; ``filters`` (3, 3, C),
+    ``taps`` (3, 3, (W+2) * C) the same repeated along a padded row. All nine taps are one ``einsum`` over a
+    strided view of the input (no copy). Stride 1: each tap is a contiguous run of every padded row, computed for
+    every padded column (the last two columns of each row are discarded). Stride 2 (even sides: TensorFlow pads
+    at the end only): the windows start on the odd padded rows and columns."""
     n, rows, row_width, channels = padded.shape
     height, width = rows - 3, row_width - 2
-    run = height * row_width * channels
-    flat = padded.reshape(n, -1)
-    wide = np.empty((n, height, row_width * channels), dtype=np.float32)
-    scratch = np.empty_like(wide)
-    for tap in range(9):
-        dy, dx = divmod(tap, 3)
-        offset = (dy * row_width + dx) * channels
-        window = flat[:, offset : offset + run].reshape(n, height, row_width * channels)
-        if tap == 0:
-            np.multiply(window, taps[0], out=wide)
-        else:
-            np.multiply(window, taps[tap], out=scratch)
-            wide += scratch
-    out = wide.reshape(n, height, row_width, channels)
+    item = padded.itemsize
+    row = row_width * channels * item
     if stride == 1:
-        return out[:, :, :width]
-    return out[:, 1::2, 1:width:2]
+        flat = padded.reshape(n, -1)
+        view = as_strided(
+            flat, (n, 3, 3, height, row_width * channels), (flat.strides[0], row, channels * item, row, item)
+        )
+        wide: Array = np.einsum("nabhr,abr->nhr", view, taps)
+        return wide.reshape(n, height, row_width, channels)[:, :, :width]
+    out_h, out_w = -(-height // 2), -(-width // 2)
+    start = padded[:, 1:, 1:]
+    view = as_strided(
+        start,
+        (n, 3, 3, out_h, out_w, channels),
+        (padded.strides[0], row, channels * item, 2 * row, 2 * channels * item, item),
+    )
+    out: Array = np.einsum("nabhwc,abc->nhwc", view, filters)
+    return out
 
 
 class ExpressionNetwork:
@@ -123,7 +125,7 @@ class ExpressionNetwork:
             weight=np.ascontiguousarray(first.reshape(-1, first.shape[3])),
             bias=tensors["dense0/conv0/bias"],
         )
-        self.separable: dict[str, tuple[Array, Array, Array]] = {}
+        self.separable: dict[str, tuple[Array, Array, Array, Array]] = {}
         for block in range(4):
             for conv in range(4):
                 name = f"dense{block}/conv{conv}"
@@ -132,8 +134,9 @@ class ExpressionNetwork:
                 depthwise = tensors[f"{name}/depthwise_filter"][:, :, :, 0]  # (3, 3, C)
                 pointwise = tensors[f"{name}/pointwise_filter"][0, 0]  # (C, C_out)
                 width = INPUT_SIDE // 2 ** (block + (conv > 0))  # the side of this convolution's input
-                taps = np.tile(depthwise.reshape(9, 1, -1), (1, width + 2, 1)).reshape(9, -1)
+                taps = np.tile(depthwise[:, :, None], (1, 1, width + 2, 1)).reshape(3, 3, -1)
                 self.separable[name] = (
+                    np.ascontiguousarray(depthwise, dtype=np.float32),
                     np.ascontiguousarray(taps, dtype=np.float32),
                     np.ascontiguousarray(pointwise),
                     tensors[f"{name}/bias"],
@@ -144,8 +147,8 @@ class ExpressionNetwork:
     def _separable(self, padded: Array, name: str, stride: int) -> Array:
         """A depthwise-separable convolution of a ``same``-padded input: the depthwise pass, then the pointwise
         one as one matrix product over every pixel."""
-        depthwise, pointwise, bias = self.separable[name]
-        mid = np.ascontiguousarray(_depthwise(padded, depthwise, stride))
+        depthwise, taps, pointwise, bias = self.separable[name]
+        mid = np.ascontiguousarray(_depthwise(padded, depthwise, taps, stride))
         n, height, width, channels = mid.shape
         out: Array = mid.reshape(-1, channels) @ pointwise
         out += bias
