@@ -89,7 +89,8 @@ def _depthwise(padded: Array, filters: Array, taps: Array, stride: int) -> Array
     """A 3x3 depthwise convolution with ``same`` padding of a :func:`_relu_padded` input; ``filters`` (3, 3, C),
     ``taps`` (3, 3, (W+2) * C) the same repeated along a padded row. All nine taps are one ``einsum`` over a
     strided view of the input (no copy). Stride 1: each tap is a contiguous run of every padded row, computed for
-    every padded column (the last two columns of each row are discarded). Stride 2 (even sides: TensorFlow pads
+    every padded column: the result has two more columns than the input, to be discarded (after the pointwise
+    convolution, which is cheaper than a copy). Stride 2 (even sides: TensorFlow pads
     at the end only): the windows start on the odd padded rows and columns."""
     n, rows, row_width, channels = padded.shape
     height, width = rows - 3, row_width - 2
@@ -101,7 +102,7 @@ def _depthwise(padded: Array, filters: Array, taps: Array, stride: int) -> Array
             flat, (n, 3, 3, height, row_width * channels), (flat.strides[0], row, channels * item, row, item)
         )
         wide: Array = np.einsum("nabhr,abr->nhr", view, taps)
-        return wide.reshape(n, height, row_width, channels)[:, :, :width]
+        return wide.reshape(n, height, row_width, channels)
     out_h, out_w = -(-height // 2), -(-width // 2)
     start = padded[:, 1:, 1:]
     view = as_strided(
@@ -148,11 +149,12 @@ class ExpressionNetwork:
         """A depthwise-separable convolution of a ``same``-padded input: the depthwise pass, then the pointwise
         one as one matrix product over every pixel."""
         depthwise, taps, pointwise, bias = self.separable[name]
-        mid = np.ascontiguousarray(_depthwise(padded, depthwise, taps, stride))
+        mid = _depthwise(padded, depthwise, taps, stride)
         n, height, width, channels = mid.shape
         out: Array = mid.reshape(-1, channels) @ pointwise
         out += bias
-        return out.reshape(n, height, width, -1)
+        out = out.reshape(n, height, width, -1)
+        return out[:, :, : padded.shape[2] - 2] if stride == 1 else out
 
     def _block(self, x: Array, block: int) -> Array:
         """One dense block: each convolution sees the relu of the sum of every output before it. ``x`` is the
