@@ -20,9 +20,11 @@ end only. There is no ONNX model of this network: it runs on numpy whatever ``SM
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 from numpy.typing import NDArray
 
 from emulator.face.attributes.graph import softmax
@@ -31,6 +33,7 @@ from emulator.face.resnet import Op, _conv
 Array = NDArray[np.float32]
 
 INPUT_SIDE = 112
+FACES_PER_PASS = 2  # faces per forward pass: measured a little faster than 1 or 8 (caches)
 MEAN_RGB = np.array([122.782, 117.001, 104.298], dtype=np.float32)
 # face-api's class order (FACE_EXPRESSION_LABELS).
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
@@ -61,28 +64,65 @@ def read_tfjs(manifest: Path) -> dict[str, Array]:
     return tensors
 
 
+def _split(side: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's ``same`` padding of a 3x3 window along one side: the total
+    ``max((ceil(side/s) - 1) * s + 3 - side, 0)``, the smaller half before."""
+    total = max((-(-side // stride) - 1) * stride + 3 - side, 0)
+    return total // 2, total - total // 2
+
+
 def _same_pad(x: Array, stride: int) -> Array:
-    """TensorFlow's ``same`` padding of a 3x3 window: the total ``max((ceil(side/s) - 1) * s + 3 - side, 0)``,
-    the smaller half before."""
+    """``x`` with TensorFlow's ``same`` padding of a 3x3 window (zeros)."""
     _, height, width, _ = x.shape
-
-    def split(side: int) -> tuple[int, int]:
-        total = max((-(-side // stride) - 1) * stride + 3 - side, 0)
-        return total // 2, total - total // 2
-
-    return np.pad(x, ((0, 0), split(height), split(width), (0, 0)))
+    return np.pad(x, ((0, 0), _split(height, stride), _split(width, stride), (0, 0)))
 
 
-def _depthwise(x: Array, filters: Array, stride: int) -> Array:
-    """A 3x3 depthwise convolution (``filters`` (3, 3, C)) with ``same`` padding: nine shifted products."""
-    padded = _same_pad(x, stride)
-    _, height, width, _ = x.shape
-    out_h, out_w = -(-height // stride), -(-width // stride)
-    out = np.zeros((x.shape[0], out_h, out_w, x.shape[3]), dtype=np.float32)
-    for dy in range(3):
-        for dx in range(3):
-            window = padded[:, dy : dy + stride * (out_h - 1) + 1 : stride, dx : dx + stride * (out_w - 1) + 1 : stride]
-            out += window * filters[dy, dx]
+_padded_buffers = threading.local()  # per thread: shape -> a zero-bordered buffer, reused (its border stays zero)
+
+
+def _relu_padded(x: Array) -> Array:
+    """``relu(x)`` written straight into a buffer with one row and column of zeros on each side, plus one more row
+    at the bottom so that every tap of :func:`_depthwise` is one contiguous run per face. The buffer is the
+    calling thread's for this shape, reused from call to call (only its inside is ever written, so its border
+    stays zero): valid until the thread's next call with the same shape."""
+    n, height, width, channels = x.shape
+    shape = (n, height + 3, width + 2, channels)
+    buffers: dict[tuple[int, ...], Array] | None = getattr(_padded_buffers, "by_shape", None)
+    if buffers is None:
+        buffers = _padded_buffers.by_shape = {}
+    padded = buffers.get(shape)
+    if padded is None:
+        padded = buffers[shape] = np.zeros(shape, dtype=np.float32)
+    np.maximum(x, np.float32(0.0), out=padded[:, 1 : 1 + height, 1 : 1 + width])
+    return padded
+
+
+def _depthwise(padded: Array, filters: Array, taps: Array, stride: int) -> Array:
+    """A 3x3 depthwise convolution with ``same`` padding of a :func:`_relu_padded` input; ``filters`` (3, 3, C),
+    ``taps`` (3, 3, (W+2) * C) the same repeated along a padded row. All nine taps are one ``einsum`` over a
+    strided view of the input (no copy). Stride 1: each tap is a contiguous run of every padded row, computed for
+    every padded column: the result has two more columns than the input, to be discarded (after the pointwise
+    convolution, which is cheaper than a copy). Stride 2 (even sides: TensorFlow pads
+    at the end only): the windows start on the odd padded rows and columns."""
+    n, rows, row_width, channels = padded.shape
+    height, width = rows - 3, row_width - 2
+    item = padded.itemsize
+    row = row_width * channels * item
+    if stride == 1:
+        flat = padded.reshape(n, -1)
+        view = as_strided(
+            flat, (n, 3, 3, height, row_width * channels), (flat.strides[0], row, channels * item, row, item)
+        )
+        wide: Array = np.einsum("nabhr,abr->nhr", view, taps)
+        return wide.reshape(n, height, row_width, channels)
+    out_h, out_w = -(-height // 2), -(-width // 2)
+    start = padded[:, 1:, 1:]
+    view = as_strided(
+        start,
+        (n, 3, 3, out_h, out_w, channels),
+        (padded.strides[0], row, channels * item, 2 * row, 2 * channels * item, item),
+    )
+    out: Array = np.einsum("nabhwc,abc->nhwc", view, filters)
     return out
 
 
@@ -98,7 +138,7 @@ class ExpressionNetwork:
             weight=np.ascontiguousarray(first.reshape(-1, first.shape[3])),
             bias=tensors["dense0/conv0/bias"],
         )
-        self.separable: dict[str, tuple[Array, Array, Array]] = {}
+        self.separable: dict[str, tuple[Array, Array, Array, Array]] = {}
         for block in range(4):
             for conv in range(4):
                 name = f"dense{block}/conv{conv}"
@@ -106,39 +146,54 @@ class ExpressionNetwork:
                     continue
                 depthwise = tensors[f"{name}/depthwise_filter"][:, :, :, 0]  # (3, 3, C)
                 pointwise = tensors[f"{name}/pointwise_filter"][0, 0]  # (C, C_out)
+                width = INPUT_SIDE // 2 ** (block + (conv > 0))  # the side of this convolution's input
+                taps = np.tile(depthwise[:, :, None], (1, 1, width + 2, 1)).reshape(3, 3, -1)
                 self.separable[name] = (
-                    np.ascontiguousarray(depthwise),
+                    np.ascontiguousarray(depthwise, dtype=np.float32),
+                    np.ascontiguousarray(taps, dtype=np.float32),
                     np.ascontiguousarray(pointwise),
                     tensors[f"{name}/bias"],
                 )
         self.fc_weights = tensors["fc/weights"]
         self.fc_bias = tensors["fc/bias"]
 
-    def _separable(self, x: Array, name: str, stride: int) -> Array:
-        depthwise, pointwise, bias = self.separable[name]
-        mid = _depthwise(x, depthwise, stride)
+    def _separable(self, padded: Array, name: str, stride: int) -> Array:
+        """A depthwise-separable convolution of a ``same``-padded input: the depthwise pass, then the pointwise
+        one as one matrix product over every pixel."""
+        depthwise, taps, pointwise, bias = self.separable[name]
+        mid = _depthwise(padded, depthwise, taps, stride)
         n, height, width, channels = mid.shape
-        out: Array = mid.reshape(-1, channels) @ pointwise + bias
-        return out.reshape(n, height, width, -1)
+        out: Array = mid.reshape(-1, channels) @ pointwise
+        out += bias
+        out = out.reshape(n, height, width, -1)
+        return out[:, :, : padded.shape[2] - 2] if stride == 1 else out
 
     def _block(self, x: Array, block: int) -> Array:
-        """One dense block: each convolution sees the relu of the sum of every output before it."""
-        first = _conv(_same_pad(x, 2), self.conv0) if block == 0 else self._separable(x, f"dense{block}/conv0", 2)
-        out1: Array = np.maximum(first, np.float32(0.0))
-        out2 = self._separable(out1, f"dense{block}/conv1", 1)
-        total = out1 + out2
-        out3 = self._separable(np.maximum(total, np.float32(0.0)), f"dense{block}/conv2", 1)
-        total += out3
-        out4 = self._separable(np.maximum(total, np.float32(0.0)), f"dense{block}/conv3", 1)
-        total += out4
-        out: Array = np.maximum(total, np.float32(0.0))
-        return out
+        """One dense block: each convolution sees the relu of the sum of every output before it. ``x`` is the
+        input before its relu (the relu of the previous block's sum; the input itself for the first block)."""
+        if block == 0:
+            first = _conv(_same_pad(x, 2), self.conv0)
+        else:
+            first = self._separable(_relu_padded(x), f"dense{block}/conv0", 2)
+        total: Array = np.maximum(first, np.float32(0.0), out=first)  # out1
+        total += self._separable(_relu_padded(total), f"dense{block}/conv1", 1)
+        total += self._separable(_relu_padded(total), f"dense{block}/conv2", 1)
+        total += self._separable(_relu_padded(total), f"dense{block}/conv3", 1)
+        return total
 
     def probabilities(self, inputs: Array) -> Array:
-        """(N, 7) probabilities, face-api's class order, of (N, 112, 112, 3) float32 RGB inputs (0..255)."""
+        """(N, 7) probabilities, face-api's class order, of (N, 112, 112, 3) float32 RGB inputs (0..255).
+        Faces run in batches of ``FACES_PER_PASS``."""
+        out = np.empty((len(inputs), len(self.fc_bias)), dtype=np.float32)
+        for i in range(0, len(inputs), FACES_PER_PASS):
+            out[i : i + FACES_PER_PASS] = self._forward(inputs[i : i + FACES_PER_PASS])
+        return out
+
+    def _forward(self, inputs: Array) -> Array:
         x = (inputs - MEAN_RGB) / np.float32(255.0)
         for block in range(4):
             x = self._block(x, block)
+        x = np.maximum(x, np.float32(0.0), out=x)  # the last block's output
         pooled = x.mean(axis=(1, 2), dtype=np.float32)  # avgPool 7x7 stride 2 'valid' on a 7x7 map
         return softmax(pooled @ self.fc_weights + self.fc_bias)
 
