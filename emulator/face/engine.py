@@ -178,14 +178,24 @@ class DlibEngine:
         self.embedder = embedder
         if self.embedder not in EMBEDDERS:
             raise ValueError(f"unknown embedder {self.embedder!r}; expected one of {', '.join(EMBEDDERS)}")
-        self.detector = detector
-        self.detector_in_use = yunet.resolve_detector(detector)  # an unusable choice fails here, at startup
+        self.detector = detector  # resolves ``detector_in_use``; an unusable choice fails here, at startup
         self._yunet_lock = threading.Lock()  # one YuNet scan at a time per engine (see emulator.face.yunet)
         self._models: _Models | None = None
         self._load_lock = threading.Lock()
         self._embedders: dict[str, Embedder] = {}  # by name: a pool worker may switch (see emulator.face.pool)
         self._bank: DetectorBank | None = None  # HOG detectors, borrowed one per concurrent scan
         self._attribute_models: AttributeModels | None = None  # loaded by the first analysis with attributes
+
+    @property
+    def detector(self) -> str:
+        """``SMARTY_DETECTOR`` as given (``auto`` included); ``detector_in_use`` is what it resolved to here. Setting
+        it resolves again, so an engine given new options (a preloaded pool worker's) detects as they say."""
+        return self._detector
+
+    @detector.setter
+    def detector(self, name: str) -> None:
+        self.detector_in_use = yunet.resolve_detector(name)
+        self._detector = name
 
     def options(self) -> dict[str, int | str]:
         """The constructor arguments: ``DlibEngine(**engine.options())`` analyses exactly like this engine."""

@@ -30,7 +30,6 @@ from typing import Any
 from emulator.face.decode import ImageError
 from emulator.face.embedder import limit_blas_threads
 from emulator.face.engine import DlibEngine, Face
-from emulator.face.yunet import resolve_detector
 from emulator.ops.memory import enable_trimming, trimming_interval
 from emulator.ops.timing import measured, merge
 
@@ -54,7 +53,6 @@ def _init_worker(options: Mapping[str, Any], trim_every: int | None) -> None:
         return
     for name, value in options.items():  # the same models; limits, detection options or the embedder may differ
         setattr(ENGINE, name, value)
-    ENGINE.detector_in_use = resolve_detector(ENGINE.detector)  # derived from `detector`: the preloaded one is HOG's
     _worker_engine = ENGINE
 
 

@@ -174,3 +174,12 @@ def test_scanning_does_not_grow_the_process(yunet_engine: DlibEngine) -> None:
     for _ in range(200):
         yunet.scan(rgb)
     assert _rss_mib() - before < 30, (before, _rss_mib())
+
+
+def test_an_engine_given_another_detector_detects_with_it(yunet_engine: DlibEngine) -> None:
+    """A preloaded pool worker's engine is built with the defaults, then given the server's options by name."""
+    worker = DlibEngine(detector="hog")
+    worker.detector = "yunet"
+    assert worker.detector_in_use == "yunet"
+    worker.detector = "hog"
+    assert worker.detector_in_use == "hog"
