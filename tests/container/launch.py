@@ -278,13 +278,16 @@ def build_image(podman: Podman, base: str, arch: str, workdir: Path) -> str:
     iidfile = workdir / f"image-{arch}.id"
     build = ["build", "--format", "docker", "--pull=never", "--arch", arch, "--build-arg", f"PYTHON_IMAGE={base}"]
     build += [*pip_secrets(workdir), "--label", label, "--iidfile", str(iidfile), "-f", str(DOCKERFILE), "-t", tag]
-    output = podman.run(*build, str(ROOT), timeout=1200).stdout
-    built = iidfile.read_text().strip().removeprefix("sha256:")
-    in_use = set(re.findall(r"^--> (?:Using cache )?([0-9a-f]{11,64})$", output, re.MULTILINE))
-    listed = json.loads(podman.output("images", "--all", "--filter", f"label={label}", "--format", "json") or "[]")
-    for stale in listed:
-        if stale.get("Dangling") and not any(stale["Id"].startswith(short) for short in in_use):
-            podman.run("rmi", stale["Id"], check=False)  # refused while a container uses it
+    # One build of this checkout and architecture at a time (two test workers may ask for the same image): the
+    # clean-up below removed layers that a second build was checking as its cache ("layer not known").
+    with machine_lock(f"build-{arch}-{checkout}"):
+        output = podman.run(*build, str(ROOT), timeout=1200).stdout
+        built = iidfile.read_text().strip().removeprefix("sha256:")
+        in_use = set(re.findall(r"^--> (?:Using cache )?([0-9a-f]{11,64})$", output, re.MULTILINE))
+        listed = json.loads(podman.output("images", "--all", "--filter", f"label={label}", "--format", "json") or "[]")
+        for stale in listed:
+            if stale.get("Dangling") and not any(stale["Id"].startswith(short) for short in in_use):
+                podman.run("rmi", stale["Id"], check=False)  # refused while a container uses it
     return built
 
 
